@@ -1,0 +1,97 @@
+//! Every way a request can fail, and the problem+json each becomes.
+//! Whatever the error, nothing was written.
+
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use events::DomainError;
+use platform::problem::Problem;
+
+use crate::execute::ExecuteError;
+
+/// An error answered to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the body is not JSON.
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    /// 415: the body is not declared as `application/json`.
+    #[error("expected Content-Type: application/json")]
+    UnsupportedMediaType,
+    /// 413: the body exceeds the limit.
+    #[error("request body too large")]
+    PayloadTooLarge,
+    /// 422: a field is missing or invalid.
+    #[error("field {field}: {reason}")]
+    InvalidField { field: String, reason: String },
+    /// 409: the command breaks a rule; the problem carries the numbers.
+    #[error(transparent)]
+    Rule(#[from] DomainError),
+    /// 409: too many concurrent writers on the same stream; retrying later may succeed.
+    #[error("{0}")]
+    Contention(String),
+    /// 503: PostgreSQL cannot be reached; the cause is logged, not echoed.
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+}
+
+impl ApiError {
+    pub fn invalid(field: impl Into<String>, reason: impl ToString) -> Self {
+        ApiError::InvalidField { field: field.into(), reason: reason.to_string() }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::JsonSyntaxError(e) => ApiError::MalformedJson(e.body_text()),
+            JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
+            JsonRejection::JsonDataError(e) => {
+                // serde names the path of the offending field before a colon.
+                let text = e.body_text();
+                let detail = text.trim_start_matches("Failed to deserialize the JSON body into the target type: ");
+                let (field, reason) = detail.split_once(": ").unwrap_or(("body", detail));
+                ApiError::invalid(field, reason)
+            }
+            JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::PayloadTooLarge
+            }
+            other => ApiError::MalformedJson(other.body_text()),
+        }
+    }
+}
+
+impl From<ExecuteError> for ApiError {
+    fn from(e: ExecuteError) -> Self {
+        match e {
+            ExecuteError::Rule(rule) => ApiError::Rule(rule),
+            ExecuteError::Contention(_) => ApiError::Contention(e.to_string()),
+            ExecuteError::Database(db) => ApiError::Unavailable(db),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let detail = self.to_string();
+        let problem = match self {
+            ApiError::MalformedJson(_) => Problem::new(StatusCode::BAD_REQUEST, "malformed-json", detail),
+            ApiError::UnsupportedMediaType => {
+                Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", detail)
+            }
+            ApiError::PayloadTooLarge => Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", detail),
+            ApiError::InvalidField { field, reason } => {
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-field", detail)
+                    .with("field", field)
+                    .with("reason", reason)
+            }
+            ApiError::Rule(rule) => Problem::new(StatusCode::CONFLICT, rule.code(), detail).with("rule", rule.code()),
+            ApiError::Contention(_) => Problem::new(StatusCode::CONFLICT, "contention", detail),
+            ApiError::Unavailable(cause) => {
+                tracing::error!(error = %cause, "database unavailable");
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
+            }
+        };
+        problem.into_response()
+    }
+}

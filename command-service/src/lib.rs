@@ -1,0 +1,18 @@
+//! The command-service: the HTTP write API of the stock back end.
+//!
+//! A command is validated, decided against the current state of its article
+//! stream with [`events::decide`], and its events are appended together with
+//! their outbox rows in one PostgreSQL transaction ([`store`]). The outbox
+//! [`relay`] then publishes them to Kafka in commit order.
+
+pub mod error;
+pub mod execute;
+pub mod locks;
+pub mod relay;
+pub mod routes;
+pub mod settings;
+pub mod startup;
+pub mod store;
+
+pub use settings::Settings;
+pub use startup::{AppState, Application, router};

@@ -1,0 +1,222 @@
+//! The outbox relay: publishes appended events to Kafka in commit order.
+//!
+//! **One writer at a time.** Every instance may run a relay; a session-level
+//! advisory lock elects one, the others stand by and take over when its
+//! connection drops. A single ordered writer keeps each article's events in
+//! sequence order on the topic.
+//!
+//! **No skipped late commits.** Rows carry the id of the transaction that wrote
+//! them. A round reads only rows whose transaction id is below the oldest
+//! transaction still running (`pg_snapshot_xmin(pg_current_snapshot())`), in
+//! transaction-id order: every transaction below that horizon has ended, so no
+//! row can later appear below what was read. Rows are then marked relayed, so a
+//! restart resends at most the rows whose delivery was not confirmed.
+//!
+//! **Prompt.** Each append notifies [`OUTBOX_CHANNEL`] on commit; the relay
+//! wakes on it and polls only as a safety net.
+
+use std::time::Duration;
+
+use events::{RecordedEvent, StreamId};
+use platform::kafka::KafkaSettings;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sqlx::postgres::{PgConnectOptions, PgListener};
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::RelaySettings;
+use crate::store::OUTBOX_CHANNEL;
+
+/// Key of the advisory lock that elects the relaying instance.
+const LEADER_LOCK: i64 = 0x6572_705f_7265_6c61; // "erp_rela"
+
+/// How often relayed rows past their retention are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Pause after an error before the next attempt.
+const BACKOFF: Duration = Duration::from_secs(1);
+
+/// Publishes the outbox to Kafka until shut down.
+#[derive(Debug)]
+pub struct Relay {
+    pool: PgPool,
+    connect: PgConnectOptions,
+    kafka: KafkaSettings,
+    settings: RelaySettings,
+}
+
+#[derive(sqlx::FromRow)]
+struct PendingRow {
+    position: i64,
+    stream_id: String,
+    sequence: i64,
+    event_id: uuid::Uuid,
+    event_type: String,
+    schema_version: i32,
+    posted_at: chrono::DateTime<chrono::Utc>,
+    recorded_at: chrono::DateTime<chrono::Utc>,
+    correlation_id: String,
+    causation_id: uuid::Uuid,
+    actor: String,
+    data: serde_json::Value,
+}
+
+impl PendingRow {
+    fn into_record(self) -> (i64, RecordedEvent) {
+        let record = RecordedEvent {
+            event_id: self.event_id,
+            stream_id: StreamId::from_stored(self.stream_id),
+            sequence: self.sequence as u64,
+            event_type: self.event_type,
+            schema_version: self.schema_version as u32,
+            posted_at: self.posted_at,
+            recorded_at: self.recorded_at,
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            actor: self.actor,
+            data: self.data,
+        };
+        (self.position, record)
+    }
+}
+
+impl Relay {
+    pub fn new(pool: PgPool, connect: PgConnectOptions, kafka: KafkaSettings, settings: RelaySettings) -> Self {
+        Self { pool, connect, kafka, settings }
+    }
+
+    /// Runs until `shutdown` is cancelled; errors are logged and retried.
+    pub async fn run(self, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            if let Err(e) = self.lead(&shutdown).await {
+                tracing::warn!(error = %e, "outbox relay interrupted; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = tokio::time::sleep(BACKOFF) => {}
+                }
+            }
+        }
+    }
+
+    /// Waits to become leader, then relays while the leadership lasts.
+    async fn lead(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let mut leader = PgConnection::connect_with(&self.connect).await?;
+        loop {
+            let (won,): (bool,) = sqlx::query_as("select pg_try_advisory_lock($1)")
+                .bind(LEADER_LOCK)
+                .fetch_one(&mut leader)
+                .await?;
+            if won {
+                break;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(Duration::from_millis(self.settings.idle_poll_ms)) => {}
+            }
+        }
+        tracing::info!("outbox relay is the leader");
+        platform::kafka::ensure_topic(&self.kafka, &self.kafka.events_topic, self.kafka.partitions).await?;
+        let producer = self.producer()?;
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(OUTBOX_CHANNEL).await?;
+        let mut last_prune = tokio::time::Instant::now() - PRUNE_EVERY;
+        loop {
+            while self.relay_batch(&mut leader, &producer).await? == self.settings.batch_size as usize {}
+            if last_prune.elapsed() >= PRUNE_EVERY {
+                self.prune(&mut leader).await?;
+                last_prune = tokio::time::Instant::now();
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                notification = listener.recv() => { notification?; }
+                () = tokio::time::sleep(Duration::from_millis(self.settings.idle_poll_ms)) => {}
+            }
+        }
+    }
+
+    fn producer(&self) -> anyhow::Result<FutureProducer> {
+        Ok(self
+            .kafka
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "1")
+            .set("message.timeout.ms", self.settings.produce_timeout_ms.to_string())
+            .create()?)
+    }
+
+    /// Relays one batch; returns how many rows it read. Only the prefix of rows
+    /// up to the first failed delivery is marked, so order is kept on retry.
+    #[tracing::instrument(skip_all, fields(rows), err)]
+    async fn relay_batch(&self, leader: &mut PgConnection, producer: &FutureProducer) -> anyhow::Result<usize> {
+        let rows: Vec<PendingRow> = sqlx::query_as(
+            "select o.position, e.stream_id, e.sequence, e.event_id, e.event_type, e.schema_version,
+                    e.posted_at, e.recorded_at, e.correlation_id, e.causation_id, e.actor, e.data
+             from outbox o
+             join events e on e.stream_id = o.stream_id and e.sequence = o.sequence
+             where o.relayed_at is null and o.txid < pg_snapshot_xmin(pg_current_snapshot())
+             order by o.txid, o.position
+             limit $1",
+        )
+        .bind(self.settings.batch_size)
+        .fetch_all(&mut *leader)
+        .await?;
+        let read = rows.len();
+        tracing::Span::current().record("rows", read);
+        if read == 0 {
+            return Ok(0);
+        }
+        let records: Vec<_> = rows.into_iter().map(PendingRow::into_record).collect();
+        let mut deliveries = Vec::with_capacity(read);
+        for (position, record) in &records {
+            let payload = serde_json::to_vec(&record.data)?;
+            let headers = record.cloudevents_headers().into_iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+                h.insert(Header { key: k, value: Some(v.as_bytes()) })
+            });
+            let message = FutureRecord::to(&self.kafka.events_topic)
+                .key(record.kafka_key())
+                .payload(&payload)
+                .headers(headers);
+            match producer.send_result(message) {
+                Ok(delivery) => deliveries.push((*position, delivery)),
+                Err((e, _)) => {
+                    tracing::warn!(error = %e, "producer queue refused a record");
+                    break;
+                }
+            }
+        }
+        let mut confirmed = Vec::with_capacity(deliveries.len());
+        for (position, delivery) in deliveries {
+            match delivery.await {
+                Ok(Ok(_)) => confirmed.push(position),
+                Ok(Err((e, _))) => {
+                    tracing::warn!(error = %e, "delivery failed; the rest of the batch is retried");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        sqlx::query("update outbox set relayed_at = now() where position = any($1)")
+            .bind(&confirmed)
+            .execute(&mut *leader)
+            .await?;
+        if confirmed.len() < read {
+            anyhow::bail!("relayed {} of {read} rows", confirmed.len());
+        }
+        Ok(read)
+    }
+
+    #[tracing::instrument(skip_all, err)]
+    async fn prune(&self, leader: &mut PgConnection) -> Result<(), sqlx::Error> {
+        let pruned = sqlx::query("delete from outbox where relayed_at < now() - make_interval(secs => $1)")
+            .bind(self.settings.retention_secs as f64)
+            .execute(&mut *leader)
+            .await?
+            .rows_affected();
+        if pruned > 0 {
+            tracing::info!(pruned, "pruned relayed outbox rows");
+        }
+        Ok(())
+    }
+}

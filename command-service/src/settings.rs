@@ -1,0 +1,57 @@
+//! Settings of the command-service; every field can be set as `APP_<SECTION>__<FIELD>`.
+
+use platform::db::DatabaseSettings;
+use platform::http::HttpSettings;
+use platform::kafka::KafkaSettings;
+use platform::telemetry::LogSettings;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of the command-service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    /// The HTTP API (default port 8081).
+    pub http: HttpSettings,
+    /// The write-side database: event store and outbox.
+    pub database: DatabaseSettings,
+    /// The broker and topic the outbox relay publishes to.
+    pub kafka: KafkaSettings,
+    /// The outbox relay.
+    pub relay: RelaySettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            http: HttpSettings::on_port(8081),
+            database: DatabaseSettings::default(),
+            kafka: KafkaSettings::default(),
+            relay: RelaySettings::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+/// How outbox rows reach Kafka.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RelaySettings {
+    /// Run the relay in this process. Every instance may run it: one at a time
+    /// holds the leader lock, the others stand by.
+    pub enabled: bool,
+    /// Rows read and produced per round.
+    pub batch_size: i64,
+    /// Look for pending rows this often even without a commit notification
+    /// (a safety net; commits wake the relay at once), in milliseconds.
+    pub idle_poll_ms: u64,
+    /// How long a produce may wait for the broker's acknowledgement, in milliseconds.
+    pub produce_timeout_ms: u64,
+    /// Relayed rows are deleted after this many seconds.
+    pub retention_secs: u64,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self { enabled: true, batch_size: 1000, idle_poll_ms: 1_000, produce_timeout_ms: 10_000, retention_secs: 86_400 }
+    }
+}

@@ -1,0 +1,80 @@
+//! Building and running the command-service.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use platform::health;
+use platform::shutdown::CancellationToken;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+use crate::execute::Executor;
+use crate::relay::Relay;
+use crate::routes;
+use crate::settings::Settings;
+use crate::store::EventStore;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub executor: Arc<Executor>,
+    pub pool: PgPool,
+}
+
+/// The API routes, without serving; tests call this directly.
+pub fn router(state: AppState) -> Router {
+    let pool = state.pool.clone();
+    let readiness = health::readiness(move || {
+        let pool = pool.clone();
+        async move {
+            let db = if platform::db::ping(&pool).await { Ok(()) } else { Err("unreachable".into()) };
+            vec![("postgres", db)]
+        }
+    });
+    Router::new()
+        .merge(routes::stock::router())
+        .with_state(state)
+        .merge(health::router(readiness))
+}
+
+/// A bound, not yet running command-service.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    router: Router,
+    relay: Option<Relay>,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    /// Connects, migrates and binds; the relay starts with [`Self::run_until_stopped`].
+    pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let pool = platform::db::pool(&settings.database)?;
+        platform::db::migrate(&pool, &settings.database).await?;
+        let state = AppState { executor: Arc::new(Executor::new(EventStore::new(pool.clone()))), pool: pool.clone() };
+        let router = platform::http::with_common_layers(router(state), &settings.http);
+        let (listener, addr) = settings.http.bind().await?;
+        let relay = settings.relay.enabled.then(|| {
+            Relay::new(pool, settings.database.connect_options().expect("checked by pool()"), settings.kafka, settings.relay)
+        });
+        tracing::info!(%addr, "command-service listening");
+        Ok(Self { listener, addr, router, relay, shutdown })
+    }
+
+    /// The address actually bound (port 0 becomes a real port).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves and relays until the shutdown token is cancelled.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let relay = self.relay.map(|relay| tokio::spawn(relay.run(self.shutdown.clone())));
+        platform::http::serve(self.listener, self.router, self.shutdown.clone()).await?;
+        if let Some(relay) = relay {
+            relay.await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,271 @@
+//! The envelope: an event together with where it belongs and where it came from.
+//!
+//! It maps 1:1 onto CloudEvents 1.0 so that a Kafka record follows the CloudEvents
+//! Kafka protocol binding in binary mode: attributes as `ce_*` headers, the event
+//! data as the JSON value, the article id as the record key.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{Event, StreamId};
+
+/// CloudEvents `source` of every event this system writes.
+pub const EVENT_SOURCE: &str = "urn:erp-stock:command-service";
+
+/// Prefix of the CloudEvents `type`: `erp.stock.StockReceived`.
+const TYPE_PREFIX: &str = "erp.stock.";
+
+/// Namespace of event ids: an event id is a UUIDv5 of (command id, index), so a
+/// retried command yields the same ids.
+const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_6c4e_2d0a_4c59_9e57_1a3f_4d8e_0b21);
+
+/// Who sent a command and why; copied into every event it produces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandMeta {
+    /// Unique per command; retries of the same command reuse it.
+    pub command_id: Uuid,
+    /// Groups everything caused by one business request, across services.
+    pub correlation_id: String,
+    /// The user or system that sent the command.
+    pub actor: String,
+    /// When the command was accepted.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// An event with its identity, position and provenance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub event_id: Uuid,
+    pub stream_id: StreamId,
+    /// Position in the stream, from 1, without gaps.
+    pub sequence: u64,
+    pub schema_version: u32,
+    /// Business time: when the movement counts in the books. May be backdated.
+    pub posted_at: DateTime<Utc>,
+    /// When the system accepted the event.
+    pub recorded_at: DateTime<Utc>,
+    pub correlation_id: String,
+    /// The command that caused the event.
+    pub causation_id: Uuid,
+    pub actor: String,
+    pub event: Event,
+}
+
+impl Envelope {
+    /// Wraps the events one command produced on a stream at `version`.
+    pub fn wrap(
+        stream_id: &StreamId,
+        version: u64,
+        meta: &CommandMeta,
+        posted_at: DateTime<Utc>,
+        events: Vec<Event>,
+    ) -> Vec<Envelope> {
+        events
+            .into_iter()
+            .enumerate()
+            .map(|(i, event)| Envelope {
+                event_id: event_id(meta.command_id, i),
+                stream_id: stream_id.clone(),
+                sequence: version + 1 + i as u64,
+                schema_version: Event::SCHEMA_VERSION,
+                posted_at,
+                recorded_at: meta.recorded_at,
+                correlation_id: meta.correlation_id.clone(),
+                causation_id: meta.command_id,
+                actor: meta.actor.clone(),
+                event,
+            })
+            .collect()
+    }
+
+    /// The envelope as one self-describing JSON document (for storage and export).
+    pub fn to_record(&self) -> RecordedEvent {
+        RecordedEvent {
+            event_id: self.event_id,
+            stream_id: self.stream_id.clone(),
+            sequence: self.sequence,
+            event_type: self.event.event_type().to_owned(),
+            schema_version: self.schema_version,
+            posted_at: self.posted_at,
+            recorded_at: self.recorded_at,
+            correlation_id: self.correlation_id.clone(),
+            causation_id: self.causation_id,
+            actor: self.actor.clone(),
+            data: self.event.data(),
+        }
+    }
+}
+
+/// The flat, serialisable form of an [`Envelope`]: how events are stored in
+/// PostgreSQL and exported as NDJSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedEvent {
+    pub event_id: Uuid,
+    pub stream_id: StreamId,
+    pub sequence: u64,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub schema_version: u32,
+    pub posted_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub correlation_id: String,
+    pub causation_id: Uuid,
+    pub actor: String,
+    pub data: serde_json::Value,
+}
+
+impl RecordedEvent {
+    /// The Kafka record key: the article id (the stream id without its kind), so
+    /// one article's events stay in order on one partition.
+    pub fn kafka_key(&self) -> &str {
+        let s = self.stream_id.as_str();
+        s.split_once(':').map_or(s, |(_, id)| id)
+    }
+
+    /// CloudEvents attributes as Kafka headers (binary content mode).
+    pub fn cloudevents_headers(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("ce_specversion", "1.0".to_owned()),
+            ("ce_id", self.event_id.to_string()),
+            ("ce_source", EVENT_SOURCE.to_owned()),
+            ("ce_type", format!("{TYPE_PREFIX}{}", self.event_type)),
+            ("ce_subject", self.stream_id.to_string()),
+            ("ce_time", rfc3339(self.posted_at)),
+            ("content-type", "application/json".to_owned()),
+            ("ce_schemaversion", self.schema_version.to_string()),
+            ("ce_sequence", self.sequence.to_string()),
+            ("ce_recordedtime", rfc3339(self.recorded_at)),
+            ("ce_correlationid", self.correlation_id.clone()),
+            ("ce_causationid", self.causation_id.to_string()),
+            ("ce_actor", self.actor.clone()),
+        ]
+    }
+
+    /// Reads an event back from CloudEvents headers and the JSON value. The data
+    /// is not decoded here: [`RecordedEvent::into_envelope`] does that.
+    pub fn from_cloudevent(
+        header: impl Fn(&str) -> Option<String>,
+        value: &[u8],
+    ) -> Result<RecordedEvent, EnvelopeError> {
+        let get = |name: &'static str| header(name).ok_or(EnvelopeError::MissingHeader(name));
+        let parse_time = |name: &'static str| -> Result<DateTime<Utc>, EnvelopeError> {
+            DateTime::parse_from_rfc3339(&get(name)?)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| EnvelopeError::BadHeader(name))
+        };
+        let parsed = |name: &'static str| -> Result<String, EnvelopeError> { get(name) };
+        let full_type = get("ce_type")?;
+        let event_type = full_type.strip_prefix(TYPE_PREFIX).ok_or(EnvelopeError::BadHeader("ce_type"))?;
+        Ok(RecordedEvent {
+            event_id: parsed("ce_id")?.parse().map_err(|_| EnvelopeError::BadHeader("ce_id"))?,
+            stream_id: StreamId::from_stored(get("ce_subject")?),
+            sequence: parsed("ce_sequence")?.parse().map_err(|_| EnvelopeError::BadHeader("ce_sequence"))?,
+            event_type: event_type.to_owned(),
+            schema_version: parsed("ce_schemaversion")?
+                .parse()
+                .map_err(|_| EnvelopeError::BadHeader("ce_schemaversion"))?,
+            posted_at: parse_time("ce_time")?,
+            recorded_at: parse_time("ce_recordedtime")?,
+            correlation_id: get("ce_correlationid")?,
+            causation_id: parsed("ce_causationid")?.parse().map_err(|_| EnvelopeError::BadHeader("ce_causationid"))?,
+            actor: get("ce_actor")?,
+            data: serde_json::from_slice(value).map_err(EnvelopeError::BadJson)?,
+        })
+    }
+
+    /// Decodes the data into a typed [`Envelope`].
+    pub fn into_envelope(self) -> Result<Envelope, EnvelopeError> {
+        Ok(Envelope {
+            event: Event::decode(&self.event_type, self.schema_version, self.data)?,
+            event_id: self.event_id,
+            stream_id: self.stream_id,
+            sequence: self.sequence,
+            schema_version: self.schema_version,
+            posted_at: self.posted_at,
+            recorded_at: self.recorded_at,
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            actor: self.actor,
+        })
+    }
+}
+
+/// Why a Kafka record or stored row is not a readable envelope.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("header {0} is missing")]
+    MissingHeader(&'static str),
+    #[error("header {0} is malformed")]
+    BadHeader(&'static str),
+    #[error("value is not JSON: {0}")]
+    BadJson(#[source] serde_json::Error),
+    #[error(transparent)]
+    Decode(#[from] crate::event::DecodeError),
+}
+
+fn event_id(command_id: Uuid, index: usize) -> Uuid {
+    let mut name = [0u8; 24];
+    name[..16].copy_from_slice(command_id.as_bytes());
+    name[16..].copy_from_slice(&(index as u64).to_be_bytes());
+    Uuid::new_v5(&EVENT_ID_NAMESPACE, &name)
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ArticleId, ChargeNo, Quantity, StockReceived, WarehouseId};
+
+    fn sample() -> Vec<Envelope> {
+        let article = ArticleId::parse("A1").unwrap();
+        let meta = CommandMeta {
+            command_id: Uuid::from_u128(42),
+            correlation_id: "corr-1".into(),
+            actor: "tester".into(),
+            recorded_at: "2026-11-22T10:00:00.123456Z".parse().unwrap(),
+        };
+        let event = Event::StockReceived(StockReceived {
+            article: article.clone(),
+            charge: ChargeNo::parse("C1").unwrap(),
+            warehouse: WarehouseId::parse("W1").unwrap(),
+            quantity: Quantity::new(3).unwrap(),
+            on_hand_after: 3,
+        });
+        let posted = "2026-11-20T08:00:00Z".parse().unwrap();
+        Envelope::wrap(&StreamId::article(&article), 4, &meta, posted, vec![event.clone(), event])
+    }
+
+    #[test]
+    fn a_retried_command_yields_the_same_event_ids_and_consecutive_sequences() {
+        let (a, b) = (sample(), sample());
+        assert_eq!(a[0].event_id, b[0].event_id);
+        assert_ne!(a[0].event_id, a[1].event_id);
+        assert_eq!((a[0].sequence, a[1].sequence), (5, 6));
+    }
+
+    #[test]
+    fn an_envelope_survives_the_cloudevents_binding() {
+        let env = sample().remove(0);
+        let record = env.to_record();
+        let headers = record.cloudevents_headers();
+        let value = serde_json::to_vec(&record.data).unwrap();
+        let header = |name: &str| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone());
+        assert_eq!(header("ce_type").as_deref(), Some("erp.stock.StockReceived"));
+        assert_eq!(header("ce_subject").as_deref(), Some("article:A1"));
+        assert_eq!(record.kafka_key(), "A1");
+        let back = RecordedEvent::from_cloudevent(header, &value).unwrap();
+        assert_eq!(back.into_envelope().unwrap(), env);
+    }
+
+    #[test]
+    fn an_envelope_survives_its_stored_form() {
+        let env = sample().remove(1);
+        let json = serde_json::to_string(&env.to_record()).unwrap();
+        let back: RecordedEvent = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.into_envelope().unwrap(), env);
+    }
+}

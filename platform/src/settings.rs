@@ -1,0 +1,82 @@
+//! Typed settings: each service defines one tree of structs whose `Default` works
+//! on a developer machine; any leaf can be overridden from the environment as
+//! `APP_<SECTION>__<FIELD>`, e.g. `APP_DATABASE__URL` or `APP_HTTP__PORT`.
+
+use config::{Config, ConfigError, Environment};
+use serde::{Serialize, de::DeserializeOwned};
+
+/// Prefix of every environment variable the services read.
+pub const ENV_PREFIX: &str = "APP";
+
+/// Loads `T` from its defaults overlaid with `APP_*` environment variables.
+pub fn load<T: DeserializeOwned + Serialize + Default>() -> Result<T, ConfigError> {
+    Config::builder()
+        .add_source(Config::try_from(&T::default())?)
+        .add_source(
+            Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true),
+        )
+        .build()?
+        .try_deserialize()
+}
+
+/// Every environment variable name that sets a leaf of `T`, e.g. `APP_HTTP__PORT`.
+pub fn env_names<T: Serialize + Default>() -> Vec<String> {
+    let tree = serde_json::to_value(T::default()).expect("settings serialise to JSON");
+    let mut names = Vec::new();
+    collect(&tree, ENV_PREFIX.to_owned(), "_", &mut names);
+    names.sort();
+    names
+}
+
+fn collect(value: &serde_json::Value, prefix: String, sep: &str, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, child) in map {
+                collect(child, format!("{prefix}{sep}{}", key.to_uppercase()), "__", out);
+            }
+        }
+        _ => out.push(prefix),
+    }
+}
+
+/// `APP_*` variables in the environment that no leaf of `T` reads: usually a typo.
+pub fn unknown_env_vars<T: Serialize + Default>() -> Vec<String> {
+    let known = env_names::<T>();
+    std::env::vars()
+        .map(|(k, _)| k)
+        .filter(|k| k.starts_with(&format!("{ENV_PREFIX}_")) && !known.contains(k))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct Inner {
+        port: u16,
+        host: String,
+    }
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct Tree {
+        http: Inner,
+        name: String,
+    }
+
+    impl Default for Tree {
+        fn default() -> Self {
+            Tree { http: Inner { port: 80, host: "localhost".into() }, name: "x".into() }
+        }
+    }
+
+    #[test]
+    fn env_names_follow_the_tree() {
+        assert_eq!(env_names::<Tree>(), vec!["APP_HTTP__HOST", "APP_HTTP__PORT", "APP_NAME"]);
+    }
+}

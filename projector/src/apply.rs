@@ -1,0 +1,193 @@
+//! Applying a batch of records to the read models in one PostgreSQL transaction,
+//! with set-based statements, together with the consumed offsets.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use events::{Envelope, Event};
+use sqlx::PgPool;
+
+use crate::documents::{Document, StockRow, stock_document};
+
+/// One consumed record: where it came from and what it decoded to.
+#[derive(Debug)]
+pub struct Incoming {
+    pub partition: i32,
+    pub offset: i64,
+    pub envelope: Envelope,
+}
+
+/// What a committed batch changed.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Events applied (not skipped as duplicates or gaps).
+    pub applied: usize,
+    /// Events skipped because their stream had already applied them.
+    pub duplicates: usize,
+    /// Events skipped because an earlier event of their stream is missing.
+    pub gaps: usize,
+    /// Documents rewritten, to be pushed to Redis.
+    pub documents: Vec<Document>,
+}
+
+/// Applies `batch` and stores the next offset of every partition in it, atomically.
+#[tracing::instrument(skip_all, fields(projection, records = batch.len()), err)]
+pub async fn apply_batch(
+    pool: &PgPool,
+    projection: &str,
+    topic: &str,
+    batch: &[Incoming],
+) -> Result<Applied, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mut result = Applied::default();
+
+    // Where each stream stands; locked so two instances overlapping during a
+    // rebalance cannot both apply the same event.
+    let streams: Vec<&str> = unique(batch.iter().map(|r| r.envelope.stream_id.as_str()));
+    let mut positions: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
+        "select stream_id, sequence from projection_streams
+         where projection = $1 and stream_id = any($2) for update",
+    )
+    .bind(projection)
+    .bind(&streams)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+
+    // Stock rows changed by this batch: the last balance per key wins.
+    let mut stock: BTreeMap<(String, String, String), (i64, DateTime<Utc>)> = BTreeMap::new();
+    let mut touched_articles: BTreeMap<String, i64> = BTreeMap::new();
+    for record in batch {
+        let env = &record.envelope;
+        let last = positions.entry(env.stream_id.to_string()).or_insert(0);
+        let sequence = env.sequence as i64;
+        if sequence <= *last {
+            result.duplicates += 1;
+            continue;
+        }
+        if sequence > *last + 1 {
+            tracing::warn!(stream = %env.stream_id, sequence, last = *last, "gap in stream; waiting for the missing events");
+            result.gaps += 1;
+            continue;
+        }
+        *last = sequence;
+        result.applied += 1;
+        match &env.event {
+            Event::StockReceived(e) => {
+                let key = (e.article.to_string(), e.charge.to_string(), e.warehouse.to_string());
+                stock.insert(key, (e.on_hand_after, env.recorded_at));
+                touched_articles.insert(e.article.to_string(), sequence);
+            }
+        }
+    }
+
+    if !stock.is_empty() {
+        let (keys, values): (Vec<_>, Vec<_>) = stock.into_iter().unzip();
+        sqlx::query(
+            "insert into stock_levels (article_id, charge, warehouse, on_hand, updated_at)
+             select * from unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[])
+             on conflict (article_id, charge, warehouse)
+             do update set on_hand = excluded.on_hand, updated_at = excluded.updated_at",
+        )
+        .bind(keys.iter().map(|k| k.0.as_str()).collect::<Vec<_>>())
+        .bind(keys.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
+        .bind(keys.iter().map(|k| k.2.as_str()).collect::<Vec<_>>())
+        .bind(values.iter().map(|v| v.0).collect::<Vec<_>>())
+        .bind(values.iter().map(|v| v.1).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    if !touched_articles.is_empty() {
+        let articles: Vec<&str> = touched_articles.keys().map(String::as_str).collect();
+        let rows: Vec<StockRow> = sqlx::query_as(
+            "select article_id, charge, warehouse, on_hand, reserved from stock_levels
+             where article_id = any($1) order by article_id, charge, warehouse",
+        )
+        .bind(&articles)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (article, version) in &touched_articles {
+            let start = rows.partition_point(|r| r.article_id < *article);
+            let end = rows.partition_point(|r| r.article_id <= *article);
+            result.documents.push(stock_document(article, *version, &rows[start..end]));
+        }
+        sqlx::query(
+            "insert into read_documents (key, version, body)
+             select * from unnest($1::text[], $2::bigint[], $3::bytea[])
+             on conflict (key) do update
+             set version = excluded.version, body = excluded.body, updated_at = now()",
+        )
+        .bind(result.documents.iter().map(|d| d.key.as_str()).collect::<Vec<_>>())
+        .bind(result.documents.iter().map(|d| d.version).collect::<Vec<_>>())
+        .bind(result.documents.iter().map(|d| d.body.as_slice()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    let (stream_ids, sequences): (Vec<String>, Vec<i64>) =
+        positions.into_iter().filter(|(_, seq)| *seq > 0).unzip();
+    sqlx::query(
+        "insert into projection_streams (projection, stream_id, sequence)
+         select $1, * from unnest($2::text[], $3::bigint[])
+         on conflict (projection, stream_id) do update set sequence = excluded.sequence",
+    )
+    .bind(projection)
+    .bind(&stream_ids)
+    .bind(&sequences)
+    .execute(&mut *tx)
+    .await?;
+
+    let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
+    for record in batch {
+        let next = next_offsets.entry(record.partition).or_insert(0);
+        *next = (*next).max(record.offset + 1);
+    }
+    store_offsets(&mut tx, projection, topic, &next_offsets).await?;
+    tx.commit().await?;
+    Ok(result)
+}
+
+/// Records the next offset to consume per partition (never moving backwards).
+pub async fn store_offsets(
+    tx: &mut sqlx::PgConnection,
+    projection: &str,
+    topic: &str,
+    next_offsets: &BTreeMap<i32, i64>,
+) -> Result<(), sqlx::Error> {
+    let (partitions, offsets): (Vec<i32>, Vec<i64>) = next_offsets.iter().map(|(p, o)| (*p, *o)).unzip();
+    sqlx::query(
+        "insert into projection_offsets (projection, topic, partition, next_offset)
+         select $1, $2, * from unnest($3::int[], $4::bigint[])
+         on conflict (projection, topic, partition) do update
+         set next_offset = greatest(projection_offsets.next_offset, excluded.next_offset), updated_at = now()",
+    )
+    .bind(projection)
+    .bind(topic)
+    .bind(&partitions)
+    .bind(&offsets)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// The stored next offset per partition of `topic`.
+pub async fn load_offsets(pool: &PgPool, projection: &str, topic: &str) -> Result<BTreeMap<i32, i64>, sqlx::Error> {
+    Ok(sqlx::query_as::<_, (i32, i64)>(
+        "select partition, next_offset from projection_offsets where projection = $1 and topic = $2",
+    )
+    .bind(projection)
+    .bind(topic)
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .collect())
+}
+
+fn unique<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut v: Vec<&str> = items.collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}

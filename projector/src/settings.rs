@@ -1,0 +1,57 @@
+//! Settings of the projector; every field can be set as `APP_<SECTION>__<FIELD>`.
+
+use platform::db::DatabaseSettings;
+use platform::http::HttpSettings;
+use platform::kafka::KafkaSettings;
+use platform::redis::RedisSettings;
+use platform::telemetry::LogSettings;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of the projector.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    /// The admin listener: health (default port 8083).
+    pub http: HttpSettings,
+    /// The read-side database.
+    pub database: DatabaseSettings,
+    /// The broker and the events topic to consume.
+    pub kafka: KafkaSettings,
+    /// Where the hot documents are published.
+    pub redis: RedisSettings,
+    /// Batching and identity of the projection.
+    pub projector: ProjectorSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            http: HttpSettings::on_port(8083),
+            database: DatabaseSettings::default(),
+            kafka: KafkaSettings::default(),
+            redis: RedisSettings::default(),
+            projector: ProjectorSettings::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+/// How the projector consumes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProjectorSettings {
+    /// Name of the projection; its offsets and stream positions are stored under it.
+    pub name: String,
+    /// Kafka consumer group; instances with the same group split the partitions.
+    pub group_id: String,
+    /// Most records applied in one transaction.
+    pub batch_size: usize,
+    /// How long a batch waits for more records once it has one, in milliseconds.
+    pub batch_wait_ms: u64,
+}
+
+impl Default for ProjectorSettings {
+    fn default() -> Self {
+        Self { name: "main".into(), group_id: "erp-projector".into(), batch_size: 2000, batch_wait_ms: 5 }
+    }
+}

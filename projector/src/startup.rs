@@ -1,0 +1,61 @@
+//! Building and running the projector.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use platform::health;
+use platform::shutdown::CancellationToken;
+use tokio::net::TcpListener;
+
+use crate::consumer::Projector;
+use crate::settings::Settings;
+use crate::sink::RedisSink;
+
+/// A bound, not yet running projector.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    router: Router,
+    projector: Projector,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    /// Connects, migrates and binds the admin listener.
+    pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let pool = platform::db::pool(&settings.database)?;
+        platform::db::migrate(&pool, &settings.database).await?;
+        let sink = Arc::new(RedisSink::new(settings.redis.clone())?);
+        let readiness = {
+            let (pool, sink) = (pool.clone(), sink.clone());
+            health::readiness(move || {
+                let (pool, sink) = (pool.clone(), sink.clone());
+                async move {
+                    let up = |ok: bool| if ok { Ok(()) } else { Err("unreachable".to_owned()) };
+                    vec![("postgres", up(platform::db::ping(&pool).await)), ("redis", up(sink.ping().await))]
+                }
+            })
+        };
+        let router = platform::http::with_common_layers(health::router(readiness), &settings.http);
+        let (listener, addr) = settings.http.bind().await?;
+        platform::kafka::ensure_topic(&settings.kafka, &settings.kafka.events_topic, settings.kafka.partitions).await?;
+        let projector = Projector::new(pool, sink, settings.kafka, settings.projector);
+        tracing::info!(%addr, "projector admin listening");
+        Ok(Self { listener, addr, router, projector, shutdown })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Consumes until the shutdown token is cancelled, then flushes and stops.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let server = tokio::spawn(platform::http::serve(self.listener, self.router, self.shutdown.clone()));
+        let result = self.projector.run(self.shutdown.clone()).await;
+        self.shutdown.cancel();
+        server.await??;
+        result
+    }
+}

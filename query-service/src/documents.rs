@@ -1,0 +1,77 @@
+//! Fetching a stored document: Redis first, then PostgreSQL.
+
+use axum::body::Bytes;
+use platform::redis::RedisSettings;
+use redis::aio::ConnectionManager;
+use sqlx::PgPool;
+use tokio::sync::Mutex;
+
+/// A read-model document as stored: its version (the ETag) and the JSON bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDocument {
+    pub version: i64,
+    pub body: Bytes,
+}
+
+/// The tiers documents are read from.
+#[derive(Debug)]
+pub struct DocumentStore {
+    pool: PgPool,
+    redis: redis::Client,
+    settings: RedisSettings,
+    connection: Mutex<Option<ConnectionManager>>,
+}
+
+impl DocumentStore {
+    pub fn new(pool: PgPool, settings: RedisSettings) -> redis::RedisResult<Self> {
+        Ok(Self { pool, redis: redis::Client::open(settings.url.as_str())?, settings, connection: Mutex::new(None) })
+    }
+
+    async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
+        let mut slot = self.connection.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = ConnectionManager::new(self.redis.clone()).await?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// The document under `key`, or `None` when no tier has it.
+    #[tracing::instrument(skip(self), err)]
+    pub async fn get(&self, key: &str) -> anyhow::Result<Option<StoredDocument>> {
+        match self.from_redis(key).await {
+            Ok(Some(doc)) => return Ok(Some(doc)),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "redis unavailable; reading PostgreSQL"),
+        }
+        let row: Option<(i64, Vec<u8>)> = sqlx::query_as("select version, body from read_documents where key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|(version, body)| StoredDocument { version, body: Bytes::from(body) }))
+    }
+
+    async fn from_redis(&self, key: &str) -> anyhow::Result<Option<StoredDocument>> {
+        let mut c = self.connection().await?;
+        let value: Option<Vec<u8>> = redis::cmd("GET").arg(self.settings.doc_key(key)).query_async(&mut c).await?;
+        let Some(value) = value else { return Ok(None) };
+        let value = Bytes::from(value);
+        let newline = value.iter().position(|b| *b == b'\n').ok_or_else(|| anyhow::anyhow!("malformed redis value"))?;
+        let version = std::str::from_utf8(&value[..newline])?.parse()?;
+        Ok(Some(StoredDocument { version, body: value.slice(newline + 1..) }))
+    }
+
+    /// True when PostgreSQL answers.
+    pub async fn postgres_up(&self) -> bool {
+        platform::db::ping(&self.pool).await
+    }
+
+    /// True when Redis answers PING.
+    pub async fn redis_up(&self) -> bool {
+        match self.connection().await {
+            Ok(mut c) => redis::cmd("PING").query_async::<String>(&mut c).await.is_ok(),
+            Err(_) => false,
+        }
+    }
+}

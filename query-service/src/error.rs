@@ -1,0 +1,36 @@
+//! Every way a query can fail, as problem+json.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use platform::problem::Problem;
+
+/// An error answered to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 404: no such document (unknown article, charge, ...).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// 400: a path or query parameter is malformed.
+    #[error("parameter {field}: {reason}")]
+    BadParameter { field: String, reason: String },
+    /// 503: no tier could answer; the cause is logged, not echoed.
+    #[error("read models unavailable")]
+    Unavailable(#[source] anyhow::Error),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let detail = self.to_string();
+        match self {
+            ApiError::NotFound(_) => Problem::new(StatusCode::NOT_FOUND, "not-found", detail),
+            ApiError::BadParameter { field, reason } => {
+                Problem::new(StatusCode::BAD_REQUEST, "bad-parameter", detail).with("field", field).with("reason", reason)
+            }
+            ApiError::Unavailable(cause) => {
+                tracing::error!(error = %cause, "no tier could answer");
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
+            }
+        }
+        .into_response()
+    }
+}

@@ -1,0 +1,26 @@
+//! `GET /articles/{article}/stock`: on hand, reserved and available of one
+//! article, per warehouse and per charge.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::routing::get;
+use events::ArticleId;
+
+use super::document_response;
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/articles/{article}/stock", get(article_stock))
+}
+
+async fn article_stock(State(state): State<AppState>, Path(article): Path<String>) -> Result<Response, ApiError> {
+    let article = ArticleId::parse(article)
+        .map_err(|e| ApiError::BadParameter { field: "article".into(), reason: e.to_string() })?;
+    let key = format!("stock:{article}");
+    match state.documents.get(&key).await.map_err(ApiError::Unavailable)? {
+        Some(doc) => Ok(document_response(doc)),
+        None => Err(ApiError::NotFound(format!("stock of article {article}"))),
+    }
+}

@@ -1,0 +1,29 @@
+//! Settings of the query-service; every field can be set as `APP_<SECTION>__<FIELD>`.
+
+use platform::db::DatabaseSettings;
+use platform::http::HttpSettings;
+use platform::redis::RedisSettings;
+use platform::telemetry::LogSettings;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of the query-service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    /// The HTTP API (default port 8082).
+    pub http: HttpSettings,
+    /// The read-side database, the last tier.
+    pub database: DatabaseSettings,
+    /// The shared cache tier the projector fills.
+    pub redis: RedisSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let mut database = DatabaseSettings::default();
+        // The projector owns the read-side schema; readers only read.
+        database.migrate = false;
+        Self { http: HttpSettings::on_port(8082), database, redis: RedisSettings::default(), log: LogSettings::default() }
+    }
+}
