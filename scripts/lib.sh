@@ -1,0 +1,89 @@
+# Shared settings of the project's scripts. Sourced, not run.
+# Every value can be overridden from the environment.
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# Pid files, logs and the broker's data of this checkout.
+STATE_DIR="${ERP_STATE_DIR:-$REPO_ROOT/.run}"
+# Built tools kept across checkouts (the broker takes ~12 minutes to build).
+CACHE_DIR="${ERP_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/erp-stock}"
+
+TANSU_VERSION="0.6.0"
+TANSU_FEATURES="postgres,libsql,dynostore"
+TANSU_BIN="$CACHE_DIR/tansu-$TANSU_VERSION/bin/tansu"
+
+PG_HOST="${ERP_PG_HOST:-127.0.0.1}"
+PG_PORT="${ERP_PG_PORT:-5432}"
+PG_USER="${ERP_PG_USER:-postgres}"
+PG_PASSWORD="${ERP_PG_PASSWORD:-postgres}"
+PG_DATABASE="${ERP_PG_DATABASE:-erp_stock}"
+PG_ADMIN_URL="postgres://$PG_USER:$PG_PASSWORD@$PG_HOST:$PG_PORT/postgres"
+PG_URL="postgres://$PG_USER:$PG_PASSWORD@$PG_HOST:$PG_PORT/$PG_DATABASE"
+
+REDIS_HOST="${ERP_REDIS_HOST:-127.0.0.1}"
+REDIS_PORT="${ERP_REDIS_PORT:-6379}"
+
+# The broker of the running system (durable SQLite storage) ...
+KAFKA_HOST="127.0.0.1"
+KAFKA_PORT="${ERP_KAFKA_PORT:-9092}"
+# ... and the one for tests (in-memory storage, separate port).
+KAFKA_TEST_PORT="${ERP_KAFKA_TEST_PORT:-19092}"
+EVENTS_TOPIC="${ERP_EVENTS_TOPIC:-stock-events}"
+EVENTS_PARTITIONS="${ERP_EVENTS_PARTITIONS:-4}"
+
+log() { printf '\033[1m[erp]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31m[erp] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+# True when something accepts TCP connections on host:port.
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# Waits up to $3 seconds for host:port to accept connections.
+wait_port() {
+  local host=$1 port=$2 timeout=${3:-30} i
+  for ((i = 0; i < timeout * 10; i++)); do
+    port_open "$host" "$port" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+APT_UPDATED=""
+apt_install() {
+  command -v apt-get >/dev/null || die "apt-get not found: install $* by hand"
+  if [ -z "$APT_UPDATED" ]; then
+    log "apt-get update"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || die "apt-get update failed"
+    APT_UPDATED=1
+  fi
+  log "apt-get install $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2 || die "installing $* failed"
+}
+
+# Starts a background process whose pid goes to $STATE_DIR/$name.pid and whose
+# output goes to $STATE_DIR/$name.log. Only processes with a pid file here are
+# ever stopped by these scripts.
+start_bg() {
+  local name=$1; shift
+  mkdir -p "$STATE_DIR"
+  nohup "$@" >"$STATE_DIR/$name.log" 2>&1 &
+  echo $! >"$STATE_DIR/$name.pid"
+}
+
+# True when the process of $STATE_DIR/$name.pid is alive.
+running() {
+  local pidfile="$STATE_DIR/$1.pid"
+  [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+}
+
+# Stops the process of $STATE_DIR/$name.pid (TERM, then KILL after 10 s).
+stop_bg() {
+  local name=$1 pidfile="$STATE_DIR/$1.pid" pid i
+  [ -f "$pidfile" ] || return 0
+  pid=$(cat "$pidfile")
+  if kill -0 "$pid" 2>/dev/null; then
+    log "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+  fi
+  rm -f "$pidfile"
+}
