@@ -58,28 +58,34 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2 || die "installing $* failed"
 }
 
-# Starts a background process whose pid goes to $STATE_DIR/$name.pid and whose
-# output goes to $STATE_DIR/$name.log. Only processes with a pid file here are
-# ever stopped by these scripts.
+# Start time of process $1 in clock ticks since boot (field 22 of /proc/PID/stat).
+proc_start() { awk '{ sub(/^.*\) /, ""); print $20 }' "/proc/$1/stat" 2>/dev/null; }
+
+# Starts a background process whose pid (and start time) go to
+# $STATE_DIR/$name.pid and whose output goes to $STATE_DIR/$name.log. Only
+# processes recorded this way are ever stopped by these scripts.
 start_bg() {
   local name=$1; shift
   mkdir -p "$STATE_DIR"
   nohup "$@" >"$STATE_DIR/$name.log" 2>&1 &
-  echo $! >"$STATE_DIR/$name.pid"
+  echo "$! $(proc_start $!)" >"$STATE_DIR/$name.pid"
 }
 
-# True when the process of $STATE_DIR/$name.pid is alive.
+# True when the process recorded in $STATE_DIR/$name.pid is alive and is the
+# same process (same start time), not a recycled pid.
 running() {
-  local pidfile="$STATE_DIR/$1.pid"
-  [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+  local pidfile="$STATE_DIR/$1.pid" pid started
+  [ -f "$pidfile" ] || return 1
+  read -r pid started <"$pidfile"
+  kill -0 "$pid" 2>/dev/null && [ "$(proc_start "$pid")" = "$started" ]
 }
 
-# Stops the process of $STATE_DIR/$name.pid (TERM, then KILL after 10 s).
+# Stops the process recorded in $STATE_DIR/$name.pid (TERM, then KILL after 10 s).
 stop_bg() {
   local name=$1 pidfile="$STATE_DIR/$1.pid" pid i
   [ -f "$pidfile" ] || return 0
-  pid=$(cat "$pidfile")
-  if kill -0 "$pid" 2>/dev/null; then
+  read -r pid _ <"$pidfile"
+  if running "$name"; then
     log "stopping $name (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
     for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Sets up everything and runs the whole system with demo data.
+#
+# Starts PostgreSQL, Redis and the broker (installing what is missing), builds
+# the three services, starts them in the background, posts a small demo data
+# set and prints where everything is. `scripts/stop.sh` stops it all again.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO_ROOT"
+
+"$REPO_ROOT/scripts/infra.sh" up
+command -v curl >/dev/null || apt_install curl ca-certificates
+
+log "building the services"
+cargo build --workspace --bins --locked
+
+export APP_DATABASE__URL="$PG_URL"
+export APP_KAFKA__BROKERS="$KAFKA_HOST:$KAFKA_PORT"
+export APP_KAFKA__EVENTS_TOPIC="$EVENTS_TOPIC"
+export APP_KAFKA__PARTITIONS="$EVENTS_PARTITIONS"
+export APP_REDIS__URL="redis://$REDIS_HOST:$REDIS_PORT/0"
+
+COMMAND_URL="http://127.0.0.1:${APP_COMMAND_PORT:-8081}"
+QUERY_URL="http://127.0.0.1:${APP_QUERY_PORT:-8082}"
+PROJECTOR_URL="http://127.0.0.1:${APP_PROJECTOR_PORT:-8083}"
+
+start_service() {
+  local name=$1 port=$2
+  stop_bg "$name"
+  log "starting $name on port $port (log: $STATE_DIR/$name.log)"
+  APP_HTTP__PORT=$port start_bg "$name" "$REPO_ROOT/target/debug/$name"
+}
+
+wait_ready() {
+  local name=$1 url=$2 i
+  for ((i = 0; i < 300; i++)); do
+    curl -fsS "$url/health/ready" >/dev/null 2>&1 && return 0
+    running "$name" || die "$name exited; see $STATE_DIR/$name.log"
+    sleep 0.1
+  done
+  die "$name is not ready after 30 s; see $STATE_DIR/$name.log"
+}
+
+start_service command-service "${COMMAND_URL##*:}"
+start_service projector "${PROJECTOR_URL##*:}"
+start_service query-service "${QUERY_URL##*:}"
+wait_ready command-service "$COMMAND_URL"
+wait_ready projector "$PROJECTOR_URL"
+wait_ready query-service "$QUERY_URL"
+
+log "posting demo data"
+"$REPO_ROOT/scripts/demo-data.sh" "$COMMAND_URL"
+
+cat <<TXT
+
+The stock back end is running.
+
+  command-service  $COMMAND_URL   (write API)
+  query-service    $QUERY_URL   (read API)
+  projector        $PROJECTOR_URL   (health)
+  logs             $STATE_DIR/*.log
+
+Try:
+
+  curl -s $QUERY_URL/articles/ART-1000/stock
+
+  curl -s -X POST $COMMAND_URL/stock/receipts -H 'content-type: application/json' \\
+       -d '{"article":"ART-1000","charge":"L-2026-11-A","warehouse":"WH-NORTH","quantity":25}'
+
+Stop everything with: scripts/stop.sh
+TXT
