@@ -1,6 +1,7 @@
-//! docker-compose.yml cannot be run here (no Docker engine), so this keeps it
-//! honest: every service is there, built or imaged, health-checked, and sets
-//! only settings that the service actually reads.
+//! Keeps what cannot be run here honest. docker-compose.yml (no Docker engine
+//! runs here): every part is there and health-checked, and each service sets
+//! only settings it actually reads. docs/configuration.md: it names every
+//! setting of every service.
 
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -8,6 +9,14 @@ fn compose() -> Yaml {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docker-compose.yml");
     let text = std::fs::read_to_string(path).expect("docker-compose.yml is readable");
     YamlLoader::load_from_str(&text).expect("docker-compose.yml is YAML").remove(0)
+}
+
+fn settings_of_each_service() -> [(&'static str, Vec<String>); 3] {
+    [
+        ("command-service", platform::settings::env_names::<command_service::Settings>()),
+        ("projector", platform::settings::env_names::<projector::Settings>()),
+        ("query-service", platform::settings::env_names::<query_service::Settings>()),
+    ]
 }
 
 fn app_variables(service: &Yaml) -> Vec<String> {
@@ -18,12 +27,7 @@ fn app_variables(service: &Yaml) -> Vec<String> {
 #[test]
 fn every_app_variable_in_the_compose_file_is_a_setting_of_its_service() {
     let doc = compose();
-    let services = [
-        ("command-service", platform::settings::env_names::<command_service::Settings>()),
-        ("projector", platform::settings::env_names::<projector::Settings>()),
-        ("query-service", platform::settings::env_names::<query_service::Settings>()),
-    ];
-    for (name, known) in services {
+    for (name, known) in settings_of_each_service() {
         let service = &doc["services"][name];
         assert!(!service.is_badvalue(), "service {name} is missing");
         let used = app_variables(service);
@@ -61,5 +65,16 @@ fn the_topic_created_is_the_topic_the_services_use() {
         let env = &doc["services"][name]["environment"];
         assert_eq!(env["APP_KAFKA__EVENTS_TOPIC"].as_str(), after("--topic"), "{name} topic");
         assert_eq!(env["APP_KAFKA__PARTITIONS"].as_str(), after("--partitions"), "{name} partitions");
+    }
+}
+
+#[test]
+fn the_configuration_reference_names_every_setting() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md");
+    let doc = std::fs::read_to_string(path).expect("docs/configuration.md is readable");
+    for (name, known) in settings_of_each_service() {
+        for var in known {
+            assert!(doc.contains(&format!("`{var}`")), "docs/configuration.md does not describe {var} of {name}");
+        }
     }
 }
