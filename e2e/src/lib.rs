@@ -26,8 +26,16 @@ fn binary(name: &str) -> PathBuf {
 }
 
 impl Service {
-    /// Starts `name` with the test's database, Redis, Kafka and a free port.
+    /// Starts `name` with the test's database, Redis, Kafka and a free port,
+    /// and waits until it is ready.
     pub async fn start(name: &'static str, env: &TestEnv, extra: &[(&str, String)]) -> anyhow::Result<Self> {
+        let service = Self::spawn(name, env, extra)?;
+        testkit::wait_ready(&service.base_url, Duration::from_secs(30)).await?;
+        Ok(service)
+    }
+
+    /// Starts `name` like [`Service::start`] without waiting for readiness.
+    pub fn spawn(name: &'static str, env: &TestEnv, extra: &[(&str, String)]) -> anyhow::Result<Self> {
         let port = testkit::free_port();
         let mut command = Command::new(binary(name));
         command
@@ -52,9 +60,7 @@ impl Service {
         }
         let child = command.spawn()?;
         let base_url = format!("http://127.0.0.1:{port}");
-        let service = Self { name, base_url, child };
-        testkit::wait_ready(&service.base_url, Duration::from_secs(30)).await?;
-        Ok(service)
+        Ok(Self { name, base_url, child })
     }
 
     /// SIGTERM, then wait for a clean exit.

@@ -5,6 +5,7 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +36,41 @@ impl KafkaSettings {
             .set("broker.address.family", "v4")
             .set("socket.keepalive.enable", "true");
         config
+    }
+}
+
+/// Checks that the broker answers and knows a topic; for readiness probes.
+pub struct KafkaProbe {
+    client: BaseConsumer,
+    topic: String,
+}
+
+impl std::fmt::Debug for KafkaProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaProbe").field("topic", &self.topic).finish_non_exhaustive()
+    }
+}
+
+impl KafkaProbe {
+    pub fn new(settings: &KafkaSettings) -> anyhow::Result<Self> {
+        Ok(Self { client: settings.client_config().create()?, topic: settings.events_topic.clone() })
+    }
+
+    /// `Ok` when the broker returns metadata with the topic within two seconds.
+    pub async fn probe(self: &std::sync::Arc<Self>) -> Result<(), String> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let metadata = this
+                .client
+                .fetch_metadata(Some(&this.topic), Duration::from_secs(2))
+                .map_err(|e| format!("unreachable: {e}"))?;
+            match metadata.topics().first() {
+                Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
+                _ => Err(format!("topic {} does not exist", this.topic)),
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?
     }
 }
 

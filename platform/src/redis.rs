@@ -31,3 +31,45 @@ impl RedisSettings {
         format!("{}invalidate", self.key_prefix)
     }
 }
+
+/// A Redis connection made on first use and re-made after failures, with short
+/// timeouts: a down Redis costs a caller half a second at most, never a hang.
+pub struct RedisConnection {
+    client: ::redis::Client,
+    connection: tokio::sync::Mutex<Option<::redis::aio::ConnectionManager>>,
+}
+
+impl std::fmt::Debug for RedisConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConnection").finish_non_exhaustive()
+    }
+}
+
+impl RedisConnection {
+    pub fn new(settings: &RedisSettings) -> ::redis::RedisResult<Self> {
+        Ok(Self { client: ::redis::Client::open(settings.url.as_str())?, connection: Default::default() })
+    }
+
+    /// A multiplexed handle; cheap to clone, reconnects by itself once made.
+    pub async fn get(&self) -> ::redis::RedisResult<::redis::aio::ConnectionManager> {
+        let mut slot = self.connection.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let config = ::redis::aio::ConnectionManagerConfig::new()
+            .set_number_of_retries(1)
+            .set_connection_timeout(Some(std::time::Duration::from_millis(500)))
+            .set_response_timeout(Some(std::time::Duration::from_millis(1000)));
+        let c = ::redis::aio::ConnectionManager::new_with_config(self.client.clone(), config).await?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// True when Redis answers PING.
+    pub async fn ping(&self) -> bool {
+        match self.get().await {
+            Ok(mut c) => ::redis::cmd("PING").query_async::<String>(&mut c).await.is_ok(),
+            Err(_) => false,
+        }
+    }
+}

@@ -3,18 +3,15 @@
 //! A Redis value is `"{version}\n{body}"`: the query-service splits at the first
 //! newline and returns the body bytes as they are, with the version as ETag.
 
-use platform::redis::RedisSettings;
-use redis::aio::ConnectionManager;
-use tokio::sync::Mutex;
+use platform::redis::{RedisConnection, RedisSettings};
 
 use crate::documents::Document;
 
 /// Writes documents to Redis; connects on first use and reconnects after failures.
 #[derive(Debug)]
 pub struct RedisSink {
-    client: redis::Client,
+    redis: RedisConnection,
     settings: RedisSettings,
-    connection: Mutex<Option<ConnectionManager>>,
 }
 
 /// The stored form of a document: version, newline, body.
@@ -26,17 +23,7 @@ pub fn encode(version: i64, body: &[u8]) -> Vec<u8> {
 
 impl RedisSink {
     pub fn new(settings: RedisSettings) -> redis::RedisResult<Self> {
-        Ok(Self { client: redis::Client::open(settings.url.as_str())?, settings, connection: Mutex::new(None) })
-    }
-
-    async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
-        let mut slot = self.connection.lock().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
-        }
-        let c = ConnectionManager::new(self.client.clone()).await?;
-        *slot = Some(c.clone());
-        Ok(c)
+        Ok(Self { redis: RedisConnection::new(&settings)?, settings })
     }
 
     /// Sets every document and publishes their tags, in one pipeline.
@@ -53,15 +40,12 @@ impl RedisSink {
         tags.sort_unstable();
         tags.dedup();
         pipe.publish(self.settings.invalidation_channel(), tags.join("\n")).ignore();
-        let mut connection = self.connection().await?;
+        let mut connection = self.redis.get().await?;
         pipe.query_async::<()>(&mut connection).await
     }
 
     /// True when Redis answers PING.
     pub async fn ping(&self) -> bool {
-        match self.connection().await {
-            Ok(mut c) => redis::cmd("PING").query_async::<String>(&mut c).await.is_ok(),
-            Err(_) => false,
-        }
+        self.redis.ping().await
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use platform::health;
+use platform::kafka::KafkaProbe;
 use platform::shutdown::CancellationToken;
 use tokio::net::TcpListener;
 
@@ -28,13 +29,18 @@ impl Application {
         let pool = platform::db::pool(&settings.database)?;
         platform::db::migrate(&pool, &settings.database).await?;
         let sink = Arc::new(RedisSink::new(settings.redis.clone())?);
+        let kafka = Arc::new(KafkaProbe::new(&settings.kafka)?);
         let readiness = {
             let (pool, sink) = (pool.clone(), sink.clone());
             health::readiness(move || {
-                let (pool, sink) = (pool.clone(), sink.clone());
+                let (pool, sink, kafka) = (pool.clone(), sink.clone(), kafka.clone());
                 async move {
                     let up = |ok: bool| if ok { Ok(()) } else { Err("unreachable".to_owned()) };
-                    vec![("postgres", up(platform::db::ping(&pool).await)), ("redis", up(sink.ping().await))]
+                    vec![
+                        ("postgres", up(platform::db::ping(&pool).await)),
+                        ("redis", up(sink.ping().await)),
+                        ("kafka", kafka.probe().await),
+                    ]
                 }
             })
         };

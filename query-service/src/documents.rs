@@ -1,10 +1,8 @@
 //! Fetching a stored document: Redis first, then PostgreSQL.
 
 use axum::body::Bytes;
-use platform::redis::RedisSettings;
-use redis::aio::ConnectionManager;
+use platform::redis::{RedisConnection, RedisSettings};
 use sqlx::PgPool;
-use tokio::sync::Mutex;
 
 /// A read-model document as stored: its version (the ETag) and the JSON bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,24 +15,13 @@ pub struct StoredDocument {
 #[derive(Debug)]
 pub struct DocumentStore {
     pool: PgPool,
-    redis: redis::Client,
+    redis: RedisConnection,
     settings: RedisSettings,
-    connection: Mutex<Option<ConnectionManager>>,
 }
 
 impl DocumentStore {
     pub fn new(pool: PgPool, settings: RedisSettings) -> redis::RedisResult<Self> {
-        Ok(Self { pool, redis: redis::Client::open(settings.url.as_str())?, settings, connection: Mutex::new(None) })
-    }
-
-    async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
-        let mut slot = self.connection.lock().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
-        }
-        let c = ConnectionManager::new(self.redis.clone()).await?;
-        *slot = Some(c.clone());
-        Ok(c)
+        Ok(Self { pool, redis: RedisConnection::new(&settings)?, settings })
     }
 
     /// The document under `key`, or `None` when no tier has it.
@@ -53,7 +40,7 @@ impl DocumentStore {
     }
 
     async fn from_redis(&self, key: &str) -> anyhow::Result<Option<StoredDocument>> {
-        let mut c = self.connection().await?;
+        let mut c = self.redis.get().await?;
         let value: Option<Vec<u8>> = redis::cmd("GET").arg(self.settings.doc_key(key)).query_async(&mut c).await?;
         let Some(value) = value else { return Ok(None) };
         let value = Bytes::from(value);
@@ -69,9 +56,6 @@ impl DocumentStore {
 
     /// True when Redis answers PING.
     pub async fn redis_up(&self) -> bool {
-        match self.connection().await {
-            Ok(mut c) => redis::cmd("PING").query_async::<String>(&mut c).await.is_ok(),
-            Err(_) => false,
-        }
+        self.redis.ping().await
     }
 }
