@@ -111,11 +111,19 @@ up_test() {
   ensure_tansu
   # Every test run starts from an empty broker; tests create their own topics.
   stop_bg tansu-test
-  start_broker tansu-test "$KAFKA_TEST_PORT" "memory://tansu/" "$STATE_DIR/tansu-test"
+  # Another checkout's test broker may hold the usual port: take the next free one.
+  local port=$KAFKA_TEST_PORT
+  while port_open "$KAFKA_HOST" "$port"; do
+    port=$((port + 1))
+    [ "$port" -lt $((KAFKA_TEST_PORT + 100)) ] || die "no free port for the test broker above $KAFKA_TEST_PORT"
+  done
+  start_broker tansu-test "$port" "memory://tansu/" "$STATE_DIR/tansu-test"
+  echo "$port" >"$STATE_DIR/tansu-test.port"
 }
 
 down() {
   stop_bg tansu-test
+  rm -f "$STATE_DIR/tansu-test.port"
   stop_bg tansu
   stop_bg redis
   if [ -f "$STATE_DIR/postgres.started" ]; then

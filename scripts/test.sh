@@ -4,7 +4,8 @@
 #   scripts/test.sh [extra arguments for the test runner]
 #
 # Starts PostgreSQL and Redis if they are not running (installing them if
-# needed), a fresh in-memory Kafka-protocol broker on port 19092, builds the
+# needed), a fresh in-memory Kafka-protocol broker on port 19092 (or the next
+# free one), builds the
 # workspace and runs the tests with cargo-nextest (cargo test without it).
 # Exits non-zero on any failure.
 set -euo pipefail
@@ -22,7 +23,7 @@ done
 
 export ERP_TEST_PG_ADMIN_URL="$PG_ADMIN_URL"
 export ERP_TEST_REDIS_URL="redis://$REDIS_HOST:$REDIS_PORT/0"
-export ERP_TEST_KAFKA_BROKERS="$KAFKA_HOST:$KAFKA_TEST_PORT"
+export ERP_TEST_KAFKA_BROKERS="$KAFKA_HOST:$(cat "$STATE_DIR/tansu-test.port")"
 
 log "building the workspace"
 cargo build --workspace --bins --tests --locked
