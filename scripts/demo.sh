@@ -49,7 +49,7 @@ wait_ready projector "$PROJECTOR_URL"
 wait_ready query-service "$QUERY_URL"
 
 log "posting demo data"
-"$REPO_ROOT/scripts/demo-data.sh" "$COMMAND_URL"
+DEMO_QUERY_URL="$QUERY_URL" "$REPO_ROOT/scripts/demo-data.sh" "$COMMAND_URL"
 
 cat <<TXT
 

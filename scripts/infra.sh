@@ -5,6 +5,8 @@
 #   scripts/infra.sh up-test   PostgreSQL, Redis and a fresh in-memory broker for tests
 #   scripts/infra.sh down      stops what these scripts started (pid files only)
 #   scripts/infra.sh status
+#   scripts/infra.sh reset     stops the broker, drops the project's database and
+#                              the broker's data (the demo starts from nothing)
 #
 # Idempotent: what already runs is used as it is. PostgreSQL and Redis on their
 # standard loopback ports are used when they answer; otherwise they are
@@ -135,6 +137,18 @@ down() {
   fi
 }
 
+reset() {
+  stop_bg tansu
+  rm -rf "$STATE_DIR/tansu"
+  if port_open "$PG_HOST" "$PG_PORT"; then
+    log "dropping database $PG_DATABASE"
+    psql "$PG_ADMIN_URL" -qc "drop database if exists $PG_DATABASE with (force)" >&2
+  fi
+  if port_open "$REDIS_HOST" "$REDIS_PORT" && command -v redis-cli >/dev/null; then
+    redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" --scan --pattern 'erp:*' | xargs -r redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" del >/dev/null
+  fi
+}
+
 status() {
   local what
   for what in "PostgreSQL $PG_HOST $PG_PORT" "Redis $REDIS_HOST $REDIS_PORT" \
@@ -149,5 +163,6 @@ case "${1:-}" in
   up-test) up_test ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 up|up-test|down|status" >&2; exit 2 ;;
+  reset) reset ;;
+  *) echo "usage: $0 up|up-test|down|status|reset" >&2; exit 2 ;;
 esac

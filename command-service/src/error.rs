@@ -24,7 +24,8 @@ pub enum ApiError {
     /// 422: a field is missing or invalid.
     #[error("field {field}: {reason}")]
     InvalidField { field: String, reason: String },
-    /// 409: the command breaks a rule; the problem carries the numbers.
+    /// 409 when the command breaks a rule (the problem carries the rule's
+    /// numbers); 404 when it names an unknown article, charge or reservation.
     #[error(transparent)]
     Rule(#[from] DomainError),
     /// 409: too many concurrent writers on the same stream; retrying later may succeed.
@@ -33,6 +34,9 @@ pub enum ApiError {
     /// 503: PostgreSQL cannot be reached; the cause is logged, not echoed.
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
+    /// 500: a defect; the cause is logged, not echoed.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
 }
 
 impl ApiError {
@@ -66,7 +70,9 @@ impl From<ExecuteError> for ApiError {
         match e {
             ExecuteError::Rule(rule) => ApiError::Rule(rule),
             ExecuteError::Contention(_) => ApiError::Contention(e.to_string()),
-            ExecuteError::Database(db) => ApiError::Unavailable(db),
+            ExecuteError::Database(db) if is_unavailable(&db) => ApiError::Unavailable(db),
+            ExecuteError::Database(db) => ApiError::Internal(db.into()),
+            ExecuteError::Corrupt(e) => ApiError::Internal(e.into()),
         }
     }
 }
@@ -85,13 +91,32 @@ impl IntoResponse for ApiError {
                     .with("field", field)
                     .with("reason", reason)
             }
-            ApiError::Rule(rule) => Problem::new(StatusCode::CONFLICT, rule.code(), detail).with("rule", rule.code()),
+            ApiError::Rule(rule) => {
+                let status = if rule.is_not_found() { StatusCode::NOT_FOUND } else { StatusCode::CONFLICT };
+                let mut problem = Problem::new(status, rule.code(), detail);
+                // The rule's numbers (available, requested, ...) as extension members.
+                if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(&rule) {
+                    problem.extensions.extend(fields);
+                }
+                problem
+            }
             ApiError::Contention(_) => Problem::new(StatusCode::CONFLICT, "contention", detail),
             ApiError::Unavailable(cause) => {
                 tracing::error!(error = %cause, "database unavailable");
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
             }
+            ApiError::Internal(cause) => {
+                tracing::error!(error = ?cause, "internal error");
+                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", detail)
+            }
         };
         problem.into_response()
     }
+}
+
+/// Whether a database error means "cannot reach PostgreSQL right now" (503)
+/// rather than a defect (500).
+fn is_unavailable(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_))
+        || e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c.starts_with("08") || c.starts_with("57P"))
 }

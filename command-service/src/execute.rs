@@ -1,12 +1,12 @@
 //! Executing one command: lock the stream in-process, load, decide, append;
 //! retry a bounded number of times when another instance wrote first.
 
-use events::{ArticleState, Command, CommandMeta, DomainError, Envelope, StreamId, decide, evolve};
+use events::{ArticleState, Command, CommandMeta, Context, DomainError, Envelope, Policy, StreamId, decide, evolve};
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::locks::StreamLocks;
-use crate::store::{AppendError, EventStore};
+use crate::store::{AppendError, EventStore, LoadError};
 
 /// How often a command is decided again after losing a concurrency race.
 pub const MAX_ATTEMPTS: usize = 5;
@@ -31,6 +31,18 @@ pub enum ExecuteError {
     Contention(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// A stored event cannot be read: a defect, not the client's fault.
+    #[error(transparent)]
+    Corrupt(events::EnvelopeError),
+}
+
+impl From<LoadError> for ExecuteError {
+    fn from(e: LoadError) -> Self {
+        match e {
+            LoadError::Database(e) => ExecuteError::Database(e),
+            LoadError::Corrupt(e) => ExecuteError::Corrupt(e),
+        }
+    }
 }
 
 /// Decides and appends commands.
@@ -38,11 +50,12 @@ pub enum ExecuteError {
 pub struct Executor {
     store: EventStore,
     locks: StreamLocks,
+    policy: Policy,
 }
 
 impl Executor {
-    pub fn new(store: EventStore) -> Self {
-        Self { store, locks: StreamLocks::default() }
+    pub fn new(store: EventStore, policy: Policy) -> Self {
+        Self { store, locks: StreamLocks::default(), policy }
     }
 
     #[tracing::instrument(skip_all, fields(article = %command.article(), command_id = %meta.command_id), err)]
@@ -51,23 +64,16 @@ impl Executor {
         let _serialised = self.locks.lock(stream.as_str()).await;
         for attempt in 1..=MAX_ATTEMPTS {
             let state = self.store.load(&stream).await?;
-            let envelopes = Envelope::wrap(
-                &stream,
-                state.version,
-                &meta,
-                command.posted_at().unwrap_or(meta.recorded_at),
-                decide(&state, command.clone())?,
-            );
+            let context = Context { now: meta.recorded_at, policy: &self.policy };
+            let events = decide(&state, command.clone(), &context)?;
+            if events.is_empty() {
+                // Nothing to change (e.g. blocking a blocked charge): nothing to append.
+                return Ok(accepted(&stream, &[], state.version));
+            }
+            let envelopes = Envelope::wrap(&stream, state.version, &meta, events);
             let next = fold(state.clone(), &envelopes);
             match self.store.append(&stream, state.version, &envelopes, &next).await {
-                Ok(()) => {
-                    return Ok(Accepted {
-                        event_ids: envelopes.iter().map(|e| e.event_id).collect(),
-                        stream: stream.to_string(),
-                        sequence: next.version,
-                        consistency_token: format!("{stream}@{}", next.version),
-                    });
-                }
+                Ok(()) => return Ok(accepted(&stream, &envelopes, next.version)),
                 Err(AppendError::Conflict(_)) => {
                     tracing::debug!(attempt, "concurrent append, deciding again");
                 }
@@ -75,6 +81,15 @@ impl Executor {
             }
         }
         Err(ExecuteError::Contention(stream.to_string()))
+    }
+}
+
+fn accepted(stream: &StreamId, envelopes: &[Envelope], sequence: u64) -> Accepted {
+    Accepted {
+        event_ids: envelopes.iter().map(|e| e.event_id).collect(),
+        stream: stream.to_string(),
+        sequence,
+        consistency_token: format!("{stream}@{sequence}"),
     }
 }
 

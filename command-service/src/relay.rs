@@ -17,7 +17,6 @@
 
 use std::time::Duration;
 
-use events::{RecordedEvent, StreamId};
 use platform::kafka::KafkaSettings;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -26,7 +25,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::settings::RelaySettings;
-use crate::store::OUTBOX_CHANNEL;
+use crate::store::{OUTBOX_CHANNEL, StoredEventRow};
 
 /// Key of the advisory lock that elects the relaying instance.
 const LEADER_LOCK: i64 = 0x6572_705f_7265_6c61; // "erp_rela"
@@ -49,36 +48,8 @@ pub struct Relay {
 #[derive(sqlx::FromRow)]
 struct PendingRow {
     position: i64,
-    stream_id: String,
-    sequence: i64,
-    event_id: uuid::Uuid,
-    event_type: String,
-    schema_version: i32,
-    posted_at: chrono::DateTime<chrono::Utc>,
-    recorded_at: chrono::DateTime<chrono::Utc>,
-    correlation_id: String,
-    causation_id: uuid::Uuid,
-    actor: String,
-    data: serde_json::Value,
-}
-
-impl PendingRow {
-    fn into_record(self) -> (i64, RecordedEvent) {
-        let record = RecordedEvent {
-            event_id: self.event_id,
-            stream_id: StreamId::from_stored(self.stream_id),
-            sequence: self.sequence as u64,
-            event_type: self.event_type,
-            schema_version: self.schema_version as u32,
-            posted_at: self.posted_at,
-            recorded_at: self.recorded_at,
-            correlation_id: self.correlation_id,
-            causation_id: self.causation_id,
-            actor: self.actor,
-            data: self.data,
-        };
-        (self.position, record)
-    }
+    #[sqlx(flatten)]
+    event: StoredEventRow,
 }
 
 impl Relay {
@@ -167,7 +138,7 @@ impl Relay {
         if read == 0 {
             return Ok(0);
         }
-        let records: Vec<_> = rows.into_iter().map(PendingRow::into_record).collect();
+        let records: Vec<_> = rows.into_iter().map(|r| (r.position, r.event.into_record())).collect();
         let mut deliveries = Vec::with_capacity(read);
         for (position, record) in &records {
             let payload = serde_json::to_vec(&record.data)?;

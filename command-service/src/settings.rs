@@ -17,6 +17,8 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     /// The outbox relay.
     pub relay: RelaySettings,
+    /// Configurable domain rules.
+    pub domain: DomainSettings,
     /// Logging.
     pub log: LogSettings,
 }
@@ -28,6 +30,7 @@ impl Default for Settings {
             database: DatabaseSettings::default(),
             kafka: KafkaSettings::default(),
             relay: RelaySettings::default(),
+            domain: DomainSettings::default(),
             log: LogSettings::default(),
         }
     }
@@ -53,5 +56,30 @@ pub struct RelaySettings {
 impl Default for RelaySettings {
     fn default() -> Self {
         Self { enabled: true, batch_size: 1000, idle_poll_ms: 1_000, produce_timeout_ms: 10_000, retention_secs: 86_400 }
+    }
+}
+
+/// Configurable domain rules.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DomainSettings {
+    /// Comma-separated warehouse ids that allow negative stock (ERPNext's
+    /// "allow negative stock"); empty by default: no warehouse does.
+    pub negative_stock_warehouses: String,
+}
+
+impl DomainSettings {
+    /// The policy `decide` applies; fails on an invalid warehouse id.
+    pub fn policy(&self) -> anyhow::Result<events::Policy> {
+        let warehouses = self
+            .negative_stock_warehouses
+            .split(',')
+            .map(str::trim)
+            .filter(|w| !w.is_empty())
+            .map(|w| {
+                events::WarehouseId::parse(w)
+                    .map_err(|e| anyhow::anyhow!("APP_DOMAIN__NEGATIVE_STOCK_WAREHOUSES: {w:?} {e}"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(events::Policy { negative_stock_warehouses: warehouses })
     }
 }

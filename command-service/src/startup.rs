@@ -33,7 +33,10 @@ pub fn router(state: AppState) -> Router {
         }
     });
     Router::new()
+        .merge(routes::articles::router())
+        .merge(routes::charges::router())
         .merge(routes::stock::router())
+        .merge(routes::reservations::router())
         .with_state(state)
         .merge(health::router(readiness))
 }
@@ -53,7 +56,8 @@ impl Application {
     pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let pool = platform::db::pool(&settings.database)?;
         platform::db::migrate(&pool, &settings.database).await?;
-        let state = AppState { executor: Arc::new(Executor::new(EventStore::new(pool.clone()))), pool: pool.clone() };
+        let executor = Executor::new(EventStore::new(pool.clone()), settings.domain.policy()?);
+        let state = AppState { executor: Arc::new(executor), pool: pool.clone() };
         let router = platform::http::with_common_layers(router(state), &settings.http);
         let (listener, addr) = settings.http.bind().await?;
         let relay = settings.relay.enabled.then(|| {

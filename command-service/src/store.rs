@@ -14,6 +14,50 @@ pub enum AppendError {
     Database(#[from] sqlx::Error),
 }
 
+/// Why a stream's state could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// A stored event this code cannot read: a defect or a missing upcaster.
+    #[error("stored event unreadable: {0}")]
+    Corrupt(#[from] events::EnvelopeError),
+}
+
+/// One row of `events`, as stored.
+#[derive(Debug, sqlx::FromRow)]
+pub struct StoredEventRow {
+    pub stream_id: String,
+    pub sequence: i64,
+    pub event_id: uuid::Uuid,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub posted_at: chrono::DateTime<chrono::Utc>,
+    pub recorded_at: chrono::DateTime<chrono::Utc>,
+    pub correlation_id: String,
+    pub causation_id: uuid::Uuid,
+    pub actor: String,
+    pub data: serde_json::Value,
+}
+
+impl StoredEventRow {
+    pub fn into_record(self) -> events::RecordedEvent {
+        events::RecordedEvent {
+            event_id: self.event_id,
+            stream_id: StreamId::from_stored(self.stream_id),
+            sequence: self.sequence as u64,
+            event_type: self.event_type,
+            schema_version: self.schema_version as u32,
+            posted_at: self.posted_at,
+            recorded_at: self.recorded_at,
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            actor: self.actor,
+            data: self.data,
+        }
+    }
+}
+
 /// Reads and appends streams.
 #[derive(Debug, Clone)]
 pub struct EventStore {
@@ -29,14 +73,43 @@ impl EventStore {
     }
 
     /// The state of a stream at its last event (empty for a new stream).
+    ///
+    /// Read from the stream's snapshot; a snapshot this code cannot read (its
+    /// state's shape changed) is derived data, so the stream's events are folded
+    /// instead, through the same upcasters and `evolve` as everywhere else.
     #[tracing::instrument(skip(self), fields(stream = %stream), err)]
-    pub async fn load(&self, stream: &StreamId) -> Result<ArticleState, sqlx::Error> {
-        let row: Option<(sqlx::types::Json<ArticleState>,)> =
-            sqlx::query_as("select state from stream_snapshots where stream_id = $1")
+    pub async fn load(&self, stream: &StreamId) -> Result<ArticleState, LoadError> {
+        let row: Option<(i64, serde_json::Value)> =
+            sqlx::query_as("select version, state from stream_snapshots where stream_id = $1")
                 .bind(stream.as_str())
                 .fetch_optional(&self.pool)
                 .await?;
-        Ok(row.map(|(json,)| json.0).unwrap_or_default())
+        let Some((version, json)) = row else { return Ok(ArticleState::default()) };
+        match serde_json::from_value::<ArticleState>(json) {
+            Ok(state) if state.version == version as u64 => Ok(state),
+            Ok(_) | Err(_) => {
+                tracing::warn!(%stream, "snapshot unreadable; folding the stream's events");
+                self.fold_events(stream).await
+            }
+        }
+    }
+
+    /// Folds every stored event of `stream`.
+    async fn fold_events(&self, stream: &StreamId) -> Result<ArticleState, LoadError> {
+        let rows: Vec<StoredEventRow> = sqlx::query_as(
+            "select stream_id, sequence, event_id, event_type, schema_version, posted_at, recorded_at,
+                    correlation_id, causation_id, actor, data
+             from events where stream_id = $1 order by sequence",
+        )
+        .bind(stream.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut state = ArticleState::default();
+        for row in rows {
+            let envelope = row.into_record().into_envelope()?;
+            state = events::evolve(state, &envelope.event);
+        }
+        Ok(state)
     }
 
     /// Appends `envelopes` to `stream` if it is still at `expected_version`, with

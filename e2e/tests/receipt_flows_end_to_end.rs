@@ -16,6 +16,14 @@ async fn a_posted_receipt_is_served_by_the_query_service() -> anyhow::Result<()>
     let query = Service::start("query-service", &env, &[]).await?;
     let http = reqwest::Client::new();
 
+    let post = |path: &str, body: Value| http.post(format!("{}{path}", command.base_url)).json(&body).send();
+    let article = json!({ "article": "ART-1", "name": "Bolt M8", "category": "fasteners", "unit": { "code": "pcs" } });
+    assert_eq!(post("/articles", article).await?.status(), 201);
+    for charge in ["L1", "L2"] {
+        let response = post("/articles/ART-1/charges", json!({ "charge": charge, "production_date": "2026-11-01" })).await?;
+        assert_eq!(response.status(), 201);
+    }
+
     for (charge, warehouse, quantity) in [("L1", "WH-A", 40), ("L1", "WH-B", 2), ("L2", "WH-A", 5)] {
         let response = http
             .post(format!("{}/stock/receipts", command.base_url))
@@ -29,7 +37,7 @@ async fn a_posted_receipt_is_served_by_the_query_service() -> anyhow::Result<()>
     let stock: Value = eventually(Duration::from_secs(30), "the third receipt in the read model", || async {
         let response = http.get(&url).send().await.ok()?;
         let body: Value = response.json().await.ok()?;
-        (body["version"] == 3).then_some(body)
+        (body["version"] == 6).then_some(body)
     })
     .await?;
     assert_eq!(stock["on_hand"], 47);
@@ -44,7 +52,7 @@ async fn a_posted_receipt_is_served_by_the_query_service() -> anyhow::Result<()>
     let mut redis = redis::Client::open(env.redis.url.as_str())?.get_multiplexed_async_connection().await?;
     let stored: Vec<u8> = redis::cmd("GET").arg(env.redis.doc_key("stock:ART-1")).query_async(&mut redis).await?;
     let served = http.get(&url).send().await?.bytes().await?;
-    assert_eq!(stored, [b"3\n".as_slice(), &served].concat());
+    assert_eq!(stored, [b"6\n".as_slice(), &served].concat());
 
     for service in [query, projector, command] {
         service.stop().await?;

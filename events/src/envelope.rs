@@ -53,14 +53,10 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    /// Wraps the events one command produced on a stream at `version`.
-    pub fn wrap(
-        stream_id: &StreamId,
-        version: u64,
-        meta: &CommandMeta,
-        posted_at: DateTime<Utc>,
-        events: Vec<Event>,
-    ) -> Vec<Envelope> {
+    /// Wraps the events one command produced on a stream at `version`. A
+    /// movement's business time comes from the event; other events count from
+    /// when they were recorded.
+    pub fn wrap(stream_id: &StreamId, version: u64, meta: &CommandMeta, events: Vec<Event>) -> Vec<Envelope> {
         events
             .into_iter()
             .enumerate()
@@ -68,8 +64,8 @@ impl Envelope {
                 event_id: event_id(meta.command_id, i),
                 stream_id: stream_id.clone(),
                 sequence: version + 1 + i as u64,
-                schema_version: Event::SCHEMA_VERSION,
-                posted_at,
+                schema_version: event.schema_version(),
+                posted_at: event.posted_at().unwrap_or(meta.recorded_at),
                 recorded_at: meta.recorded_at,
                 correlation_id: meta.correlation_id.clone(),
                 causation_id: meta.command_id,
@@ -99,7 +95,7 @@ impl Envelope {
 
 /// The flat, serialisable form of an [`Envelope`]: how events are stored in
 /// PostgreSQL and exported as NDJSON.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RecordedEvent {
     pub event_id: Uuid,
     pub stream_id: StreamId,
@@ -112,6 +108,7 @@ pub struct RecordedEvent {
     pub correlation_id: String,
     pub causation_id: Uuid,
     pub actor: String,
+    /// The event's data; its schema is the one of `type` at `schema_version`.
     pub data: serde_json::Value,
 }
 
@@ -174,14 +171,15 @@ impl RecordedEvent {
         })
     }
 
-    /// Decodes the data into a typed [`Envelope`].
+    /// Decodes the data into a typed [`Envelope`], upcasting older schema versions.
     pub fn into_envelope(self) -> Result<Envelope, EnvelopeError> {
+        let event = Event::decode(&self.event_type, self.schema_version, self.data, self.posted_at)?;
         Ok(Envelope {
-            event: Event::decode(&self.event_type, self.schema_version, self.data)?,
+            schema_version: event.schema_version(),
+            event,
             event_id: self.event_id,
             stream_id: self.stream_id,
             sequence: self.sequence,
-            schema_version: self.schema_version,
             posted_at: self.posted_at,
             recorded_at: self.recorded_at,
             correlation_id: self.correlation_id,
@@ -233,10 +231,11 @@ mod tests {
             charge: ChargeNo::parse("C1").unwrap(),
             warehouse: WarehouseId::parse("W1").unwrap(),
             quantity: Quantity::new(3).unwrap(),
+            posted_at: "2026-11-20T08:00:00Z".parse().unwrap(),
+            balance_at_posting: 3,
             on_hand_after: 3,
         });
-        let posted = "2026-11-20T08:00:00Z".parse().unwrap();
-        Envelope::wrap(&StreamId::article(&article), 4, &meta, posted, vec![event.clone(), event])
+        Envelope::wrap(&StreamId::article(&article), 4, &meta, vec![event.clone(), event])
     }
 
     #[test]
@@ -259,6 +258,13 @@ mod tests {
         assert_eq!(record.kafka_key(), "A1");
         let back = RecordedEvent::from_cloudevent(header, &value).unwrap();
         assert_eq!(back.into_envelope().unwrap(), env);
+    }
+
+    #[test]
+    fn a_movement_envelope_takes_its_business_time_from_the_event() {
+        let env = sample().remove(0);
+        assert_eq!(env.posted_at, "2026-11-20T08:00:00Z".parse::<DateTime<Utc>>().unwrap());
+        assert_ne!(env.posted_at, env.recorded_at);
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub struct Quantity(i64);
 pub enum QuantityError {
     #[error("must be positive, got {0}")]
     NotPositive(i64),
+    #[error("must not be negative, got {0}")]
+    Negative(i64),
     #[error("must be at most {max}, got {got}", max = Quantity::MAX)]
     TooLarge { got: i64 },
 }
@@ -51,6 +53,60 @@ impl TryFrom<i64> for Quantity {
 impl From<Quantity> for i64 {
     fn from(q: Quantity) -> i64 {
         q.0
+    }
+}
+
+impl schemars::JsonSchema for Quantity {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Quantity".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "integer", "minimum": 1, "maximum": Quantity::MAX })
+    }
+}
+
+/// A counted quantity: like [`Quantity`] but zero is allowed (an empty bin).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "i64")]
+pub struct Counted(i64);
+
+impl Counted {
+    pub fn new(n: i64) -> Result<Self, QuantityError> {
+        if n < 0 {
+            Err(QuantityError::Negative(n))
+        } else if n > Quantity::MAX {
+            Err(QuantityError::TooLarge { got: n })
+        } else {
+            Ok(Self(n))
+        }
+    }
+
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl TryFrom<i64> for Counted {
+    type Error = QuantityError;
+    fn try_from(n: i64) -> Result<Self, QuantityError> {
+        Self::new(n)
+    }
+}
+
+impl From<Counted> for i64 {
+    fn from(c: Counted) -> i64 {
+        c.0
+    }
+}
+
+impl schemars::JsonSchema for Counted {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Counted".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "integer", "minimum": 0, "maximum": Quantity::MAX })
     }
 }
 

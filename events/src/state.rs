@@ -1,61 +1,279 @@
-//! The state of one article stream, and [`evolve`], which folds an event into it.
-//! `evolve` holds no rule: it applies what [`crate::decide`] already allowed.
+//! The state of one article stream, and [`evolve`], which folds an event into
+//! it. `evolve` holds no rule: it applies what [`crate::decide`] already
+//! allowed, deterministically.
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{ChargeNo, Event, WarehouseId};
+use crate::{
+    ArticleName, Category, ChargeNo, Event, QualityStatus, Quantity, ReservationId, Text, Unit, WarehouseId,
+};
 
-/// On hand and reserved quantity of one charge in one warehouse.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StockLevel {
-    pub on_hand: i64,
-    pub reserved: i64,
-}
-
-/// Where a [`StockLevel`] is kept.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct StockKey {
-    pub charge: ChargeNo,
-    pub warehouse: WarehouseId,
-}
+/// How far back a movement may be posted. Ledger entries older than this (before
+/// the newest posting) can no longer be affected by a backdated movement, so they
+/// are folded into an opening balance.
+pub const POSTING_WINDOW: Duration = Duration::days(30);
 
 /// Everything the rules need to know about one article.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArticleState {
     /// Sequence number of the last event folded in; 0 for a stream without events.
     pub version: u64,
-    /// Stock per charge and warehouse.
-    pub stock: BTreeMap<ChargeNo, BTreeMap<WarehouseId, StockLevel>>,
+    /// `None` until the article is registered.
+    pub article: Option<ArticleInfo>,
+    pub charges: BTreeMap<ChargeNo, ChargeState>,
+    /// Open reservations; closed ones are forgotten.
+    pub reservations: BTreeMap<ReservationId, Reservation>,
+    /// The latest posting time of any movement: the ledger's horizon is
+    /// [`POSTING_WINDOW`] before it.
+    pub latest_posting: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArticleInfo {
+    pub name: ArticleName,
+    pub category: Category,
+    pub unit: Unit,
+    pub reorder_point: Option<Quantity>,
+    pub discontinued: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChargeState {
+    pub production_date: NaiveDate,
+    pub expiry_date: Option<NaiveDate>,
+    pub quality_status: QualityStatus,
+    /// The reason of the quality hold, when blocked.
+    pub blocked: Option<Text>,
+    /// Stock of this charge per warehouse.
+    pub stock: BTreeMap<WarehouseId, Bucket>,
+}
+
+/// An open reservation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub charge: ChargeNo,
+    pub warehouse: WarehouseId,
+    pub reference: Text,
+    /// What it still holds (> 0).
+    pub remaining: i64,
+}
+
+/// Stock of one charge in one warehouse, with the ledger of recent postings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bucket {
+    /// Current on-hand quantity (the balance after the latest posting).
+    pub on_hand: i64,
+    /// Reserved by open reservations.
+    pub reserved: i64,
+    /// Balance before the first ledger entry.
+    pub opening: i64,
+    /// Postings inside the posting window, ordered by (posting time, sequence).
+    pub ledger: Vec<LedgerEntry>,
+}
+
+/// One posting in a [`Bucket`]'s ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub posted_at: DateTime<Utc>,
+    pub sequence: u64,
+    pub delta: i64,
+    /// Balance right after this entry, in posting-time order.
+    pub balance: i64,
+}
+
+impl Bucket {
+    /// Available = on hand − reserved.
+    pub fn available(&self) -> i64 {
+        self.on_hand - self.reserved
+    }
+
+    /// Index of the first entry posted after `t` (entries at `t` come before a new one at `t`).
+    fn split(&self, t: DateTime<Utc>) -> usize {
+        self.ledger.partition_point(|e| e.posted_at <= t)
+    }
+
+    /// The balance at time `t`, after every posting at or before it.
+    pub fn balance_at(&self, t: DateTime<Utc>) -> i64 {
+        match self.split(t) {
+            0 => self.opening,
+            i => self.ledger[i - 1].balance,
+        }
+    }
+
+    /// The lowest balance after any posting later than `t`, with its time.
+    pub fn lowest_after(&self, t: DateTime<Utc>) -> Option<(DateTime<Utc>, i64)> {
+        self.ledger[self.split(t)..].iter().map(|e| (e.posted_at, e.balance)).min_by_key(|(_, b)| *b)
+    }
+
+    /// Inserts a posting at `t`; every later balance shifts by `delta`.
+    fn post(&mut self, t: DateTime<Utc>, sequence: u64, delta: i64) {
+        let at = self.split(t);
+        let balance = self.balance_at(t) + delta;
+        for later in &mut self.ledger[at..] {
+            later.balance += delta;
+        }
+        self.ledger.insert(at, LedgerEntry { posted_at: t, sequence, delta, balance });
+        self.on_hand += delta;
+    }
+
+    /// Folds entries posted before `horizon` into the opening balance.
+    fn compact(&mut self, horizon: DateTime<Utc>) {
+        let old = self.ledger.partition_point(|e| e.posted_at < horizon);
+        if old > 0 {
+            self.opening = self.ledger[old - 1].balance;
+            self.ledger.drain(..old);
+        }
+    }
 }
 
 impl ArticleState {
-    /// The stock of one charge in one warehouse (zero when nothing was posted).
-    pub fn level(&self, charge: &ChargeNo, warehouse: &WarehouseId) -> StockLevel {
-        self.stock
-            .get(charge)
-            .and_then(|w| w.get(warehouse))
-            .copied()
-            .unwrap_or_default()
+    /// The earliest posting time the ledger can still check.
+    pub fn horizon(&self) -> Option<DateTime<Utc>> {
+        self.latest_posting.map(|t| t - POSTING_WINDOW)
     }
 
-    fn level_mut(&mut self, charge: &ChargeNo, warehouse: &WarehouseId) -> &mut StockLevel {
-        self.stock
-            .entry(charge.clone())
-            .or_default()
+    /// The bucket of a charge in a warehouse (empty when nothing was posted).
+    pub fn bucket(&self, charge: &ChargeNo, warehouse: &WarehouseId) -> Bucket {
+        self.charges.get(charge).and_then(|c| c.stock.get(warehouse)).cloned().unwrap_or_default()
+    }
+
+    fn bucket_mut(&mut self, charge: &ChargeNo, warehouse: &WarehouseId) -> &mut Bucket {
+        self.charges
+            .get_mut(charge)
+            .expect("decide only moves stock of registered charges")
+            .stock
             .entry(warehouse.clone())
             .or_default()
     }
+
+    fn post(&mut self, charge: &ChargeNo, warehouse: &WarehouseId, t: DateTime<Utc>, delta: i64) {
+        self.latest_posting = Some(self.latest_posting.map_or(t, |l| l.max(t)));
+        let (sequence, horizon) = (self.version, self.horizon().expect("set above"));
+        let bucket = self.bucket_mut(charge, warehouse);
+        bucket.post(t, sequence, delta);
+        bucket.compact(horizon);
+    }
+
+    fn info_mut(&mut self) -> &mut ArticleInfo {
+        self.article.as_mut().expect("decide only changes registered articles")
+    }
+
+    fn charge_mut(&mut self, charge: &ChargeNo) -> &mut ChargeState {
+        self.charges.get_mut(charge).expect("decide only changes registered charges")
+    }
+
+    fn reserve(&mut self, charge: &ChargeNo, warehouse: &WarehouseId, delta: i64) {
+        self.bucket_mut(charge, warehouse).reserved += delta;
+    }
+
+    fn shrink_reservation(&mut self, id: &ReservationId, remaining: i64) {
+        if remaining == 0 {
+            self.reservations.remove(id);
+        } else if let Some(r) = self.reservations.get_mut(id) {
+            r.remaining = remaining;
+        }
+    }
 }
 
-/// Folds one event into the state. Deterministic; every event advances the version by one.
+/// Folds one event into the state. Deterministic; every event advances the
+/// version by one.
 pub fn evolve(mut state: ArticleState, event: &Event) -> ArticleState {
     state.version += 1;
     match event {
-        Event::StockReceived(e) => {
-            state.level_mut(&e.charge, &e.warehouse).on_hand = e.on_hand_after;
+        Event::ArticleRegistered(e) => {
+            state.article = Some(ArticleInfo {
+                name: e.name.clone(),
+                category: e.category.clone(),
+                unit: e.unit.clone(),
+                reorder_point: e.reorder_point,
+                discontinued: false,
+            });
+        }
+        Event::ArticleRenamed(e) => state.info_mut().name = e.name.clone(),
+        Event::ArticleCategoryChanged(e) => state.info_mut().category = e.to.clone(),
+        Event::ReorderPointChanged(e) => state.info_mut().reorder_point = e.reorder_point,
+        Event::ArticleDiscontinued(_) => state.info_mut().discontinued = true,
+        Event::ChargeRegistered(e) => {
+            state.charges.insert(
+                e.charge.clone(),
+                ChargeState {
+                    production_date: e.production_date,
+                    expiry_date: e.expiry_date,
+                    quality_status: e.quality_status,
+                    blocked: None,
+                    stock: BTreeMap::new(),
+                },
+            );
+        }
+        Event::QualityResultRecorded(e) => state.charge_mut(&e.charge).quality_status = e.quality_status,
+        Event::ChargeBlocked(e) => state.charge_mut(&e.charge).blocked = Some(e.reason.clone()),
+        Event::ChargeReleased(e) => state.charge_mut(&e.charge).blocked = None,
+        Event::StockReceived(e) => state.post(&e.charge, &e.warehouse, e.posted_at, e.quantity.get()),
+        Event::StockIssued(e) => state.post(&e.charge, &e.warehouse, e.posted_at, -e.quantity.get()),
+        Event::StockTransferred(e) => {
+            state.post(&e.charge, &e.from, e.posted_at, -e.quantity.get());
+            state.post(&e.charge, &e.to, e.posted_at, e.quantity.get());
+        }
+        Event::InventoryCounted(e) => state.post(&e.charge, &e.warehouse, e.posted_at, e.delta),
+        Event::StockReserved(e) => {
+            state.reserve(&e.charge, &e.warehouse, e.quantity.get());
+            state.reservations.insert(
+                e.reservation.clone(),
+                Reservation {
+                    charge: e.charge.clone(),
+                    warehouse: e.warehouse.clone(),
+                    reference: e.reference.clone(),
+                    remaining: e.quantity.get(),
+                },
+            );
+        }
+        Event::ReservationReleased(e) => {
+            state.reserve(&e.charge, &e.warehouse, -e.quantity.get());
+            state.shrink_reservation(&e.reservation, e.remaining);
+        }
+        Event::ReservationConsumed(e) => {
+            state.reserve(&e.charge, &e.warehouse, -e.quantity.get());
+            state.shrink_reservation(&e.reservation, e.remaining);
         }
     }
     state
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(day: u32) -> DateTime<Utc> {
+        format!("2026-11-{day:02}T12:00:00Z").parse().unwrap()
+    }
+
+    #[test]
+    fn a_backdated_posting_shifts_every_later_balance() {
+        let mut b = Bucket::default();
+        b.post(t(10), 1, 10);
+        b.post(t(12), 2, -8);
+        b.post(t(11), 3, 5);
+        let balances: Vec<i64> = b.ledger.iter().map(|e| e.balance).collect();
+        assert_eq!(balances, vec![10, 15, 7]);
+        assert_eq!(b.on_hand, 7);
+        assert_eq!(b.balance_at(t(11)), 15);
+        assert_eq!(b.lowest_after(t(10)), Some((t(12), 7)));
+        assert_eq!(b.lowest_after(t(12)), None);
+    }
+
+    #[test]
+    fn compaction_keeps_the_balance_before_the_horizon() {
+        let mut b = Bucket::default();
+        b.post(t(1), 1, 10);
+        b.post(t(2), 2, -3);
+        b.post(t(5), 3, 4);
+        b.compact(t(3));
+        assert_eq!(b.opening, 7);
+        assert_eq!(b.ledger.len(), 1);
+        assert_eq!(b.balance_at(t(4)), 7);
+        assert_eq!(b.balance_at(t(6)), 11);
+    }
 }

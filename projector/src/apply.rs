@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use events::{Envelope, Event};
+use events::{ChargeNo, Envelope, Event, WarehouseId};
 use sqlx::PgPool;
 
 use crate::documents::{Document, StockRow, stock_document};
@@ -15,6 +15,14 @@ pub struct Incoming {
     pub partition: i32,
     pub offset: i64,
     pub envelope: Envelope,
+}
+
+/// New balances of one charge in one warehouse; `None` keeps the stored value.
+#[derive(Debug, Clone, Copy)]
+struct StockChange {
+    on_hand: Option<i64>,
+    reserved: Option<i64>,
+    at: DateTime<Utc>,
 }
 
 /// What a committed batch changed.
@@ -56,7 +64,7 @@ pub async fn apply_batch(
     .collect();
 
     // Stock rows changed by this batch: the last balance per key wins.
-    let mut stock: BTreeMap<(String, String, String), (i64, DateTime<Utc>)> = BTreeMap::new();
+    let mut stock: BTreeMap<(String, String, String), StockChange> = BTreeMap::new();
     let mut touched_articles: BTreeMap<String, i64> = BTreeMap::new();
     for record in batch {
         let env = &record.envelope;
@@ -73,41 +81,69 @@ pub async fn apply_batch(
         }
         *last = sequence;
         result.applied += 1;
+        let mut change = |charge: &ChargeNo, warehouse: &WarehouseId, on_hand: Option<i64>, reserved: Option<i64>| {
+            let key = (env.event.article().to_string(), charge.to_string(), warehouse.to_string());
+            let entry = stock.entry(key).or_insert(StockChange { on_hand: None, reserved: None, at: env.recorded_at });
+            entry.on_hand = on_hand.or(entry.on_hand);
+            entry.reserved = reserved.or(entry.reserved);
+            entry.at = env.recorded_at;
+        };
         match &env.event {
-            Event::StockReceived(e) => {
-                let key = (e.article.to_string(), e.charge.to_string(), e.warehouse.to_string());
-                stock.insert(key, (e.on_hand_after, env.recorded_at));
-                touched_articles.insert(e.article.to_string(), sequence);
+            Event::StockReceived(e) => change(&e.charge, &e.warehouse, Some(e.on_hand_after), None),
+            Event::StockIssued(e) => change(&e.charge, &e.warehouse, Some(e.on_hand_after), None),
+            Event::StockTransferred(e) => {
+                change(&e.charge, &e.from, Some(e.from_on_hand_after), None);
+                change(&e.charge, &e.to, Some(e.to_on_hand_after), None);
             }
+            Event::InventoryCounted(e) => change(&e.charge, &e.warehouse, Some(e.on_hand_after), None),
+            Event::StockReserved(e) => change(&e.charge, &e.warehouse, None, Some(e.reserved_after)),
+            Event::ReservationReleased(e) => change(&e.charge, &e.warehouse, None, Some(e.reserved_after)),
+            Event::ReservationConsumed(e) => change(&e.charge, &e.warehouse, None, Some(e.reserved_after)),
+            _ => continue,
         }
-    }
-
-    if !stock.is_empty() {
-        let (keys, values): (Vec<_>, Vec<_>) = stock.into_iter().unzip();
-        sqlx::query(
-            "insert into stock_levels (article_id, charge, warehouse, on_hand, updated_at)
-             select * from unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[])
-             on conflict (article_id, charge, warehouse)
-             do update set on_hand = excluded.on_hand, updated_at = excluded.updated_at",
-        )
-        .bind(keys.iter().map(|k| k.0.as_str()).collect::<Vec<_>>())
-        .bind(keys.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
-        .bind(keys.iter().map(|k| k.2.as_str()).collect::<Vec<_>>())
-        .bind(values.iter().map(|v| v.0).collect::<Vec<_>>())
-        .bind(values.iter().map(|v| v.1).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
+        touched_articles.insert(env.event.article().to_string(), sequence);
     }
 
     if !touched_articles.is_empty() {
         let articles: Vec<&str> = touched_articles.keys().map(String::as_str).collect();
-        let rows: Vec<StockRow> = sqlx::query_as(
+        let mut rows: BTreeMap<(String, String, String), StockRow> = sqlx::query_as::<_, StockRow>(
             "select article_id, charge, warehouse, on_hand, reserved from stock_levels
-             where article_id = any($1) order by article_id, charge, warehouse",
+             where article_id = any($1) for update",
         )
         .bind(&articles)
         .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|r| ((r.article_id.clone(), r.charge.clone(), r.warehouse.clone()), r))
+        .collect();
+        for ((article_id, charge, warehouse), change) in &stock {
+            let row = rows.entry((article_id.clone(), charge.clone(), warehouse.clone())).or_insert_with(|| StockRow {
+                article_id: article_id.clone(),
+                charge: charge.clone(),
+                warehouse: warehouse.clone(),
+                on_hand: 0,
+                reserved: 0,
+            });
+            row.on_hand = change.on_hand.unwrap_or(row.on_hand);
+            row.reserved = change.reserved.unwrap_or(row.reserved);
+        }
+        let changed: Vec<(&StockRow, &StockChange)> = stock.iter().map(|(k, c)| (&rows[k], c)).collect();
+        sqlx::query(
+            "insert into stock_levels (article_id, charge, warehouse, on_hand, reserved, updated_at)
+             select * from unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::timestamptz[])
+             on conflict (article_id, charge, warehouse) do update
+             set on_hand = excluded.on_hand, reserved = excluded.reserved, updated_at = excluded.updated_at",
+        )
+        .bind(changed.iter().map(|(r, _)| r.article_id.as_str()).collect::<Vec<_>>())
+        .bind(changed.iter().map(|(r, _)| r.charge.as_str()).collect::<Vec<_>>())
+        .bind(changed.iter().map(|(r, _)| r.warehouse.as_str()).collect::<Vec<_>>())
+        .bind(changed.iter().map(|(r, _)| r.on_hand).collect::<Vec<_>>())
+        .bind(changed.iter().map(|(r, _)| r.reserved).collect::<Vec<_>>())
+        .bind(changed.iter().map(|(_, c)| c.at).collect::<Vec<_>>())
+        .execute(&mut *tx)
         .await?;
+
+        let rows: Vec<StockRow> = rows.into_values().collect();
         for (article, version) in &touched_articles {
             let start = rows.partition_point(|r| r.article_id < *article);
             let end = rows.partition_point(|r| r.article_id <= *article);

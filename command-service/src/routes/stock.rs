@@ -1,57 +1,157 @@
-//! Stock movements: `POST /stock/receipts`.
+//! Stock movements: receipts, issues, transfers and inventory counts.
 
+use axum::Json;
+use axum::Router;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Json};
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
 use axum::routing::post;
-use axum::Router;
 use chrono::{DateTime, Utc};
-use events::{ArticleId, ChargeNo, Command, PostReceipt, Quantity, WarehouseId};
+use events::*;
 use serde::Deserialize;
 
-use super::command_meta;
+use super::{body, execute, field};
 use crate::error::ApiError;
 use crate::startup::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/stock/receipts", post(post_receipt))
+    Router::new()
+        .route("/stock/receipts", post(receipt))
+        .route("/stock/issues", post(issue))
+        .route("/stock/transfers", post(transfer))
+        .route("/stock/inventory-counts", post(count))
 }
 
-/// Body of `POST /stock/receipts`.
+/// Body of `POST /stock/receipts` and `POST /stock/issues`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReceiptRequest {
+pub struct MovementRequest {
     pub article: String,
     pub charge: String,
     pub warehouse: String,
     /// Whole base units of the article.
     pub quantity: i64,
-    /// Business time of the receipt; now when absent.
+    /// Business time; now when absent. At most 30 days back.
     pub posted_at: Option<DateTime<Utc>>,
 }
 
-impl TryFrom<ReceiptRequest> for PostReceipt {
-    type Error = ApiError;
+struct Movement {
+    article: ArticleId,
+    charge: ChargeNo,
+    warehouse: WarehouseId,
+    quantity: Quantity,
+    posted_at: Option<DateTime<Utc>>,
+}
 
-    fn try_from(r: ReceiptRequest) -> Result<Self, ApiError> {
-        Ok(PostReceipt {
-            article: ArticleId::parse(r.article).map_err(|e| ApiError::invalid("article", e))?,
-            charge: ChargeNo::parse(r.charge).map_err(|e| ApiError::invalid("charge", e))?,
-            warehouse: WarehouseId::parse(r.warehouse).map_err(|e| ApiError::invalid("warehouse", e))?,
-            quantity: Quantity::new(r.quantity).map_err(|e| ApiError::invalid("quantity", e))?,
-            posted_at: r.posted_at.unwrap_or_else(Utc::now),
+impl TryFrom<MovementRequest> for Movement {
+    type Error = ApiError;
+    fn try_from(r: MovementRequest) -> Result<Self, ApiError> {
+        Ok(Movement {
+            article: field("article", ArticleId::parse(r.article))?,
+            charge: field("charge", ChargeNo::parse(r.charge))?,
+            warehouse: field("warehouse", WarehouseId::parse(r.warehouse))?,
+            quantity: field("quantity", Quantity::new(r.quantity))?,
+            posted_at: r.posted_at,
         })
     }
 }
 
-async fn post_receipt(
+async fn receipt(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Json<ReceiptRequest>, JsonRejection>,
+    request: Result<Json<MovementRequest>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Json(request) = body?;
-    let command = Command::PostReceipt(request.try_into()?);
-    let accepted = state.executor.execute(command, command_meta(&headers)).await?;
-    Ok((StatusCode::CREATED, Json(accepted)))
+    let m: Movement = body(request)?.try_into()?;
+    let command = Command::PostReceipt(PostReceipt {
+        article: m.article,
+        charge: m.charge,
+        warehouse: m.warehouse,
+        quantity: m.quantity,
+        posted_at: m.posted_at,
+    });
+    execute(&state, &headers, command).await
+}
+
+async fn issue(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: Result<Json<MovementRequest>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let m: Movement = body(request)?.try_into()?;
+    let command = Command::PostIssue(PostIssue {
+        article: m.article,
+        charge: m.charge,
+        warehouse: m.warehouse,
+        quantity: m.quantity,
+        posted_at: m.posted_at,
+    });
+    execute(&state, &headers, command).await
+}
+
+/// Body of `POST /stock/transfers`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferRequest {
+    pub article: String,
+    pub charge: String,
+    pub from: String,
+    pub to: String,
+    pub quantity: i64,
+    pub posted_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<TransferRequest> for TransferStock {
+    type Error = ApiError;
+    fn try_from(r: TransferRequest) -> Result<Self, ApiError> {
+        Ok(TransferStock {
+            article: field("article", ArticleId::parse(r.article))?,
+            charge: field("charge", ChargeNo::parse(r.charge))?,
+            from: field("from", WarehouseId::parse(r.from))?,
+            to: field("to", WarehouseId::parse(r.to))?,
+            quantity: field("quantity", Quantity::new(r.quantity))?,
+            posted_at: r.posted_at,
+        })
+    }
+}
+
+async fn transfer(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: Result<Json<TransferRequest>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    execute(&state, &headers, Command::TransferStock(body(request)?.try_into()?)).await
+}
+
+/// Body of `POST /stock/inventory-counts`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountRequest {
+    pub article: String,
+    pub charge: String,
+    pub warehouse: String,
+    /// The counted quantity (0 or more).
+    pub counted: i64,
+    pub posted_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<CountRequest> for CountInventory {
+    type Error = ApiError;
+    fn try_from(r: CountRequest) -> Result<Self, ApiError> {
+        Ok(CountInventory {
+            article: field("article", ArticleId::parse(r.article))?,
+            charge: field("charge", ChargeNo::parse(r.charge))?,
+            warehouse: field("warehouse", WarehouseId::parse(r.warehouse))?,
+            counted: field("counted", Counted::new(r.counted))?,
+            posted_at: r.posted_at,
+        })
+    }
+}
+
+async fn count(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: Result<Json<CountRequest>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    execute(&state, &headers, Command::CountInventory(body(request)?.try_into()?)).await
 }

@@ -1,0 +1,131 @@
+//! Charges (lots) of an article: register, record quality results, block, release.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use axum::routing::post;
+use chrono::NaiveDate;
+use events::*;
+use serde::Deserialize;
+
+use super::articles::article_id;
+use super::{body, execute, field, optional};
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/articles/{article}/charges", post(register))
+        .route("/articles/{article}/charges/{charge}/quality-results", post(record_quality))
+        .route("/articles/{article}/charges/{charge}/block", post(block))
+        .route("/articles/{article}/charges/{charge}/release", post(release))
+}
+
+fn ids(article: String, charge: String) -> Result<(ArticleId, ChargeNo), ApiError> {
+    Ok((article_id(article)?, field("charge", ChargeNo::parse(charge))?))
+}
+
+/// Body of `POST /articles/{article}/charges`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterChargeRequest {
+    pub charge: String,
+    pub production_date: NaiveDate,
+    pub expiry_date: Option<NaiveDate>,
+    /// `pending` (default), `approved` or `rejected`.
+    pub quality_status: Option<QualityStatus>,
+}
+
+async fn register(
+    State(state): State<AppState>,
+    Path(article): Path<String>,
+    headers: HeaderMap,
+    request: Result<Json<RegisterChargeRequest>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let r = body(request)?;
+    let command = Command::RegisterCharge(RegisterCharge {
+        article: article_id(article)?,
+        charge: field("charge", ChargeNo::parse(r.charge))?,
+        production_date: r.production_date,
+        expiry_date: r.expiry_date,
+        quality_status: r.quality_status.unwrap_or(QualityStatus::Pending),
+    });
+    execute(&state, &headers, command).await
+}
+
+/// Body of `POST .../quality-results`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QualityResultRequest {
+    pub measurements: Vec<MeasurementRequest>,
+    pub quality_status: Option<QualityStatus>,
+}
+
+/// One measurement: `{"name": "moisture", "value": "12.5", "unit": "%"}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeasurementRequest {
+    pub name: String,
+    /// A decimal number as a string, kept exactly.
+    pub value: String,
+    pub unit: Option<String>,
+}
+
+async fn record_quality(
+    State(state): State<AppState>,
+    Path((article, charge)): Path<(String, String)>,
+    headers: HeaderMap,
+    request: Result<Json<QualityResultRequest>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (article, charge) = ids(article, charge)?;
+    let r = body(request)?;
+    let measurements = r
+        .measurements
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            Ok(Measurement {
+                name: field(&format!("measurements[{i}].name"), Text::parse(m.name))?,
+                value: field(&format!("measurements[{i}].value"), DecimalValue::parse(&m.value))?,
+                unit: optional(&format!("measurements[{i}].unit"), m.unit, Text::parse)?,
+            })
+        })
+        .collect::<Result<_, ApiError>>()?;
+    let command = Command::RecordQualityResult(RecordQualityResult {
+        article,
+        charge,
+        measurements,
+        quality_status: r.quality_status,
+    });
+    execute(&state, &headers, command).await
+}
+
+/// Body of `POST .../block`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockRequest {
+    pub reason: String,
+}
+
+async fn block(
+    State(state): State<AppState>,
+    Path((article, charge)): Path<(String, String)>,
+    headers: HeaderMap,
+    request: Result<Json<BlockRequest>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (article, charge) = ids(article, charge)?;
+    let reason = field("reason", Text::parse(body(request)?.reason))?;
+    execute(&state, &headers, Command::BlockCharge(BlockCharge { article, charge, reason })).await
+}
+
+async fn release(
+    State(state): State<AppState>,
+    Path((article, charge)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let (article, charge) = ids(article, charge)?;
+    execute(&state, &headers, Command::ReleaseCharge(ReleaseCharge { article, charge })).await
+}
