@@ -40,6 +40,11 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// 503 when PostgreSQL cannot be reached, 500 for any other database error.
+    pub fn database(e: sqlx::Error) -> Self {
+        if is_unavailable(&e) { ApiError::Unavailable(e) } else { ApiError::Internal(e.into()) }
+    }
+
     pub fn invalid(field: impl Into<String>, reason: impl ToString) -> Self {
         ApiError::InvalidField { field: field.into(), reason: reason.to_string() }
     }
@@ -70,8 +75,7 @@ impl From<ExecuteError> for ApiError {
         match e {
             ExecuteError::Rule(rule) => ApiError::Rule(rule),
             ExecuteError::Contention(_) => ApiError::Contention(e.to_string()),
-            ExecuteError::Database(db) if is_unavailable(&db) => ApiError::Unavailable(db),
-            ExecuteError::Database(db) => ApiError::Internal(db.into()),
+            ExecuteError::Database(db) => ApiError::database(db),
             ExecuteError::Corrupt(e) => ApiError::Internal(e.into()),
         }
     }

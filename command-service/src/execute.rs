@@ -6,10 +6,13 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::locks::StreamLocks;
-use crate::store::{AppendError, EventStore, LoadError};
+use crate::idempotency::{IdempotencyKey, StoredResponse};
+use crate::store::{AppendError, EventStore, KeyRecord, LoadError};
 
-/// How often a command is decided again after losing a concurrency race.
-pub const MAX_ATTEMPTS: usize = 5;
+/// How often a command is decided again after losing a concurrency race
+/// against another instance. Each lost race means the other instance made
+/// progress; a short jittered pause keeps two instances from colliding in step.
+pub const MAX_ATTEMPTS: usize = 10;
 
 /// What a client learns about an accepted command.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -20,6 +23,22 @@ pub struct Accepted {
     pub sequence: u64,
     /// Pass to the query-service to read this write: `{stream}@{sequence}`.
     pub consistency_token: String,
+}
+
+/// The answer to a command: newly accepted, or replayed for an idempotency key.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Accepted now: 201 with events, 200 without.
+    Accepted(Accepted),
+    /// A request with the same idempotency key was accepted before.
+    Replayed(StoredResponse),
+}
+
+impl Accepted {
+    /// 201 when the command appended events, 200 when it changed nothing.
+    pub fn status(&self) -> u16 {
+        if self.event_ids.is_empty() { 200 } else { 201 }
+    }
 }
 
 /// Why a command was not accepted.
@@ -58,24 +77,50 @@ impl Executor {
         Self { store, locks: StreamLocks::default(), policy }
     }
 
-    #[tracing::instrument(skip_all, fields(article = %command.article(), command_id = %meta.command_id), err)]
-    pub async fn execute(&self, command: Command, meta: CommandMeta) -> Result<Accepted, ExecuteError> {
+    #[tracing::instrument(skip_all, fields(command = command.name(), article = %command.article(), command_id = %meta.command_id), err)]
+    pub async fn execute(
+        &self,
+        command: Command,
+        meta: CommandMeta,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Outcome, ExecuteError> {
         let stream = StreamId::article(command.article());
         let _serialised = self.locks.lock(stream.as_str()).await;
         for attempt in 1..=MAX_ATTEMPTS {
             let state = self.store.load(&stream).await?;
             let context = Context { now: meta.recorded_at, policy: &self.policy };
             let events = decide(&state, command.clone(), &context)?;
-            if events.is_empty() {
-                // Nothing to change (e.g. blocking a blocked charge): nothing to append.
-                return Ok(accepted(&stream, &[], state.version));
-            }
             let envelopes = Envelope::wrap(&stream, state.version, &meta, events);
             let next = fold(state.clone(), &envelopes);
-            match self.store.append(&stream, state.version, &envelopes, &next).await {
-                Ok(()) => return Ok(accepted(&stream, &envelopes, next.version)),
+            let answer = accepted(&stream, &envelopes, next.version);
+            let record = key.map(|key| KeyRecord {
+                key,
+                status: answer.status(),
+                response: serde_json::to_value(&answer).expect("a response serialises"),
+            });
+            let appended = if envelopes.is_empty() {
+                // Nothing to change (e.g. blocking a blocked charge): nothing to append.
+                match &record {
+                    Some(record) => self.store.record_key(record).await,
+                    None => Ok(()),
+                }
+            } else {
+                self.store.append(&stream, state.version, &envelopes, &next, record.as_ref()).await
+            };
+            match appended {
+                Ok(()) => return Ok(Outcome::Accepted(answer)),
                 Err(AppendError::Conflict(_)) => {
                     tracing::debug!(attempt, "concurrent append, deciding again");
+                    let jitter_us = Uuid::new_v4().as_u128() % (250 << attempt.min(6));
+                    tokio::time::sleep(std::time::Duration::from_micros(jitter_us as u64)).await;
+                }
+                Err(AppendError::DuplicateKey) => {
+                    let key = key.expect("only keyed commands record keys");
+                    let stored = crate::idempotency::lookup(self.store.pool(), &key.key).await?;
+                    match stored {
+                        Some(stored) => return Ok(Outcome::Replayed(stored)),
+                        None => tracing::debug!(attempt, "idempotency key expired meanwhile, deciding again"),
+                    }
                 }
                 Err(AppendError::Database(e)) => return Err(e.into()),
             }

@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod execute;
+pub mod idempotency;
 pub mod locks;
 pub mod relay;
 pub mod routes;

@@ -178,6 +178,7 @@ impl Relay {
         Ok(read)
     }
 
+    /// Deletes relayed rows past their retention, and expired idempotency keys.
     #[tracing::instrument(skip_all, err)]
     async fn prune(&self, leader: &mut PgConnection) -> Result<(), sqlx::Error> {
         let pruned = sqlx::query("delete from outbox where relayed_at < now() - make_interval(secs => $1)")
@@ -188,6 +189,7 @@ impl Relay {
         if pruned > 0 {
             tracing::info!(pruned, "pruned relayed outbox rows");
         }
+        sqlx::query("delete from idempotency_keys where expires_at < now()").execute(&mut *leader).await?;
         Ok(())
     }
 }

@@ -19,6 +19,8 @@ pub struct Settings {
     pub relay: RelaySettings,
     /// Configurable domain rules.
     pub domain: DomainSettings,
+    /// How long an `Idempotency-Key` is remembered, in seconds.
+    pub idempotency_ttl_secs: u64,
     /// Logging.
     pub log: LogSettings,
 }
@@ -31,6 +33,7 @@ impl Default for Settings {
             kafka: KafkaSettings::default(),
             relay: RelaySettings::default(),
             domain: DomainSettings::default(),
+            idempotency_ttl_secs: 86_400,
             log: LogSettings::default(),
         }
     }

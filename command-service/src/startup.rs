@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use platform::health;
@@ -10,6 +11,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 
 use crate::execute::Executor;
+use crate::idempotency::Idempotency;
 use crate::relay::Relay;
 use crate::routes;
 use crate::settings::Settings;
@@ -23,7 +25,7 @@ pub struct AppState {
 }
 
 /// The API routes, without serving; tests call this directly.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, idempotency: Idempotency) -> Router {
     let pool = state.pool.clone();
     let readiness = health::readiness(move || {
         let pool = pool.clone();
@@ -37,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::charges::router())
         .merge(routes::stock::router())
         .merge(routes::reservations::router())
+        .route_layer(axum::middleware::from_fn_with_state(idempotency, crate::idempotency::middleware))
         .with_state(state)
         .merge(health::router(readiness))
 }
@@ -58,7 +61,12 @@ impl Application {
         platform::db::migrate(&pool, &settings.database).await?;
         let executor = Executor::new(EventStore::new(pool.clone()), settings.domain.policy()?);
         let state = AppState { executor: Arc::new(executor), pool: pool.clone() };
-        let router = platform::http::with_common_layers(router(state), &settings.http);
+        let idempotency = Idempotency {
+            pool: pool.clone(),
+            ttl: Duration::from_secs(settings.idempotency_ttl_secs),
+            body_limit: settings.http.body_limit_bytes,
+        };
+        let router = platform::http::with_common_layers(router(state, idempotency), &settings.http);
         let (listener, addr) = settings.http.bind().await?;
         let relay = settings.relay.enabled.then(|| {
             Relay::new(pool, settings.database.connect_options().expect("checked by pool()"), settings.kafka, settings.relay)

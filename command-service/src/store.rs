@@ -4,12 +4,17 @@
 use events::{ArticleState, Envelope, StreamId};
 use sqlx::PgPool;
 
+use crate::idempotency::IdempotencyKey;
+
 /// Why an append did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
     /// Another command appended to the stream since its state was loaded.
     #[error("stream {0} changed concurrently")]
     Conflict(String),
+    /// Another request with the same idempotency key was recorded first.
+    #[error("idempotency key already recorded")]
+    DuplicateKey,
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -58,6 +63,35 @@ impl StoredEventRow {
     }
 }
 
+/// An idempotency key with the response to remember for it.
+#[derive(Debug)]
+pub struct KeyRecord<'a> {
+    pub key: &'a IdempotencyKey,
+    pub status: u16,
+    pub response: serde_json::Value,
+}
+
+/// Records a key, or fails with [`AppendError::DuplicateKey`] when an
+/// unexpired record exists (an expired one is replaced).
+async fn record_key(tx: &mut sqlx::PgConnection, key: &KeyRecord<'_>) -> Result<(), AppendError> {
+    let recorded = sqlx::query(
+        "insert into idempotency_keys (key, fingerprint, status, response, expires_at)
+         values ($1, $2, $3, $4, now() + make_interval(secs => $5))
+         on conflict (key) do update set fingerprint = excluded.fingerprint, status = excluded.status,
+             response = excluded.response, created_at = now(), expires_at = excluded.expires_at
+         where idempotency_keys.expires_at <= now()",
+    )
+    .bind(&key.key.key)
+    .bind(&key.key.fingerprint)
+    .bind(key.status as i16)
+    .bind(&key.response)
+    .bind(key.key.ttl.as_secs_f64())
+    .execute(tx)
+    .await?
+    .rows_affected();
+    if recorded == 1 { Ok(()) } else { Err(AppendError::DuplicateKey) }
+}
+
 /// Reads and appends streams.
 #[derive(Debug, Clone)]
 pub struct EventStore {
@@ -70,6 +104,19 @@ pub const OUTBOX_CHANNEL: &str = "erp_outbox";
 impl EventStore {
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
+    }
+
+    /// Records a key for a command that appended nothing.
+    pub async fn record_key(&self, key: &KeyRecord<'_>) -> Result<(), AppendError> {
+        let mut tx = self.pool.begin().await?;
+        record_key(&mut tx, key).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The pool, for reading recorded idempotency keys.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
     /// The state of a stream at its last event (empty for a new stream).
@@ -113,17 +160,22 @@ impl EventStore {
     }
 
     /// Appends `envelopes` to `stream` if it is still at `expected_version`, with
-    /// their outbox rows and the folded `state`, in one transaction.
-    #[tracing::instrument(skip(self, envelopes, state), fields(stream = %stream, expected_version), err)]
+    /// their outbox rows, the folded `state` and the request's idempotency key,
+    /// in one transaction.
+    #[tracing::instrument(skip(self, envelopes, state, key), fields(stream = %stream, expected_version), err)]
     pub async fn append(
         &self,
         stream: &StreamId,
         expected_version: u64,
         envelopes: &[Envelope],
         state: &ArticleState,
+        key: Option<&KeyRecord<'_>>,
     ) -> Result<(), AppendError> {
         let records: Vec<_> = envelopes.iter().map(Envelope::to_record).collect();
         let mut tx = self.pool.begin().await?;
+        if let Some(key) = key {
+            record_key(&mut tx, key).await?;
+        }
         let inserted = sqlx::query(
             "insert into events (stream_id, sequence, event_id, event_type, schema_version, posted_at,
                                  recorded_at, correlation_id, causation_id, actor, data)

@@ -3,14 +3,13 @@
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::routing::{post, put};
 use axum::Json;
 use events::*;
 use serde::Deserialize;
 
-use super::{body, execute, field, optional};
+use super::{CommandContext, body, execute, field, optional};
 use crate::error::ApiError;
 use crate::startup::AppState;
 
@@ -63,11 +62,11 @@ pub(crate) fn article_id(raw: String) -> Result<ArticleId, ApiError> {
 
 async fn register(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    ctx: CommandContext,
     request: Result<Json<RegisterArticleRequest>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let command = Command::RegisterArticle(body(request)?.try_into()?);
-    execute(&state, &headers, command).await
+    execute(&state, &ctx, command).await
 }
 
 /// Body of `PUT /articles/{article}/name`.
@@ -80,12 +79,12 @@ pub struct RenameRequest {
 async fn rename(
     State(state): State<AppState>,
     Path(article): Path<String>,
-    headers: HeaderMap,
+    ctx: CommandContext,
     request: Result<Json<RenameRequest>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let article = article_id(article)?;
     let name = field("name", ArticleName::parse(body(request)?.name))?;
-    execute(&state, &headers, Command::RenameArticle(RenameArticle { article, name })).await
+    execute(&state, &ctx, Command::RenameArticle(RenameArticle { article, name })).await
 }
 
 /// Body of `PUT /articles/{article}/category`.
@@ -98,12 +97,12 @@ pub struct CategoryRequest {
 async fn change_category(
     State(state): State<AppState>,
     Path(article): Path<String>,
-    headers: HeaderMap,
+    ctx: CommandContext,
     request: Result<Json<CategoryRequest>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let article = article_id(article)?;
     let category = field("category", Category::parse(body(request)?.category))?;
-    execute(&state, &headers, Command::ChangeArticleCategory(ChangeArticleCategory { article, category })).await
+    execute(&state, &ctx, Command::ChangeArticleCategory(ChangeArticleCategory { article, category })).await
 }
 
 /// Body of `PUT /articles/{article}/reorder-point`; `null` removes it.
@@ -116,19 +115,19 @@ pub struct ReorderPointRequest {
 async fn set_reorder_point(
     State(state): State<AppState>,
     Path(article): Path<String>,
-    headers: HeaderMap,
+    ctx: CommandContext,
     request: Result<Json<ReorderPointRequest>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let article = article_id(article)?;
     let reorder_point = optional("reorder_point", body(request)?.reorder_point, Quantity::new)?;
-    execute(&state, &headers, Command::SetReorderPoint(SetReorderPoint { article, reorder_point })).await
+    execute(&state, &ctx, Command::SetReorderPoint(SetReorderPoint { article, reorder_point })).await
 }
 
 async fn discontinue(
     State(state): State<AppState>,
     Path(article): Path<String>,
-    headers: HeaderMap,
+    ctx: CommandContext,
 ) -> Result<impl IntoResponse, ApiError> {
     let article = article_id(article)?;
-    execute(&state, &headers, Command::DiscontinueArticle(DiscontinueArticle { article })).await
+    execute(&state, &ctx, Command::DiscontinueArticle(DiscontinueArticle { article })).await
 }

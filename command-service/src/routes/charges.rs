@@ -4,7 +4,6 @@ use axum::Json;
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::routing::post;
 use chrono::NaiveDate;
@@ -12,7 +11,7 @@ use events::*;
 use serde::Deserialize;
 
 use super::articles::article_id;
-use super::{body, execute, field, optional};
+use super::{CommandContext, body, execute, field, optional};
 use crate::error::ApiError;
 use crate::startup::AppState;
 
@@ -42,7 +41,7 @@ pub struct RegisterChargeRequest {
 async fn register(
     State(state): State<AppState>,
     Path(article): Path<String>,
-    headers: HeaderMap,
+    ctx: CommandContext,
     request: Result<Json<RegisterChargeRequest>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let r = body(request)?;
@@ -53,7 +52,7 @@ async fn register(
         expiry_date: r.expiry_date,
         quality_status: r.quality_status.unwrap_or(QualityStatus::Pending),
     });
-    execute(&state, &headers, command).await
+    execute(&state, &ctx, command).await
 }
 
 /// Body of `POST .../quality-results`.
@@ -77,7 +76,7 @@ pub struct MeasurementRequest {
 async fn record_quality(
     State(state): State<AppState>,
     Path((article, charge)): Path<(String, String)>,
-    headers: HeaderMap,
+    ctx: CommandContext,
     request: Result<Json<QualityResultRequest>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let (article, charge) = ids(article, charge)?;
@@ -100,7 +99,7 @@ async fn record_quality(
         measurements,
         quality_status: r.quality_status,
     });
-    execute(&state, &headers, command).await
+    execute(&state, &ctx, command).await
 }
 
 /// Body of `POST .../block`.
@@ -113,19 +112,19 @@ pub struct BlockRequest {
 async fn block(
     State(state): State<AppState>,
     Path((article, charge)): Path<(String, String)>,
-    headers: HeaderMap,
+    ctx: CommandContext,
     request: Result<Json<BlockRequest>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let (article, charge) = ids(article, charge)?;
     let reason = field("reason", Text::parse(body(request)?.reason))?;
-    execute(&state, &headers, Command::BlockCharge(BlockCharge { article, charge, reason })).await
+    execute(&state, &ctx, Command::BlockCharge(BlockCharge { article, charge, reason })).await
 }
 
 async fn release(
     State(state): State<AppState>,
     Path((article, charge)): Path<(String, String)>,
-    headers: HeaderMap,
+    ctx: CommandContext,
 ) -> Result<impl IntoResponse, ApiError> {
     let (article, charge) = ids(article, charge)?;
-    execute(&state, &headers, Command::ReleaseCharge(ReleaseCharge { article, charge })).await
+    execute(&state, &ctx, Command::ReleaseCharge(ReleaseCharge { article, charge })).await
 }

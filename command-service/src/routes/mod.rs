@@ -10,24 +10,46 @@ pub mod stock;
 use std::fmt::Display;
 
 use axum::Json;
+use axum::extract::FromRequestParts;
 use axum::extract::rejection::JsonRejection;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use events::{Command, CommandMeta};
 use platform::http::{CORRELATION_ID, REQUEST_ID};
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::execute::Accepted;
+use crate::execute::Outcome;
+use crate::idempotency::IdempotencyKey;
 use crate::startup::AppState;
 
 /// Header naming who sends a command; `anonymous` when absent.
 pub const ACTOR: &str = "x-actor";
 
-/// The provenance of a command, from the request's headers.
-pub fn command_meta(headers: &HeaderMap) -> CommandMeta {
+/// What a handler needs of a request besides its body: the headers (for the
+/// provenance of the command) and the idempotency key the middleware accepted.
+#[derive(Debug)]
+pub struct CommandContext {
+    pub headers: HeaderMap,
+    pub key: Option<IdempotencyKey>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self { headers: parts.headers.clone(), key: parts.extensions.get::<IdempotencyKey>().cloned() })
+    }
+}
+
+/// The provenance of a command, from the request's headers. A request with an
+/// idempotency key gets a command id derived from it, so a retry's events get
+/// the same ids.
+pub fn command_meta(headers: &HeaderMap, key: Option<&IdempotencyKey>) -> CommandMeta {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
-    let command_id = Uuid::new_v4();
+    let command_id = key.map_or_else(Uuid::new_v4, IdempotencyKey::command_id);
     let request_id = header(REQUEST_ID.as_str()).map(str::to_owned);
     CommandMeta {
         command_id,
@@ -55,9 +77,15 @@ pub fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     Ok(body?.0)
 }
 
-/// Executes a command: 201 when it appended events, 200 when it changed nothing.
-pub async fn execute(state: &AppState, headers: &HeaderMap, command: Command) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    let accepted = state.executor.execute(command, command_meta(headers)).await?;
-    let status = if accepted.event_ids.is_empty() { StatusCode::OK } else { StatusCode::CREATED };
-    Ok((status, Json(accepted)))
+/// Executes a command: 201 when it appended events, 200 when it changed
+/// nothing, or the recorded response of an earlier request with the same key.
+pub async fn execute(state: &AppState, ctx: &CommandContext, command: Command) -> Result<Response, ApiError> {
+    let meta = command_meta(&ctx.headers, ctx.key.as_ref());
+    match state.executor.execute(command, meta, ctx.key.as_ref()).await? {
+        Outcome::Accepted(accepted) => {
+            let status = StatusCode::from_u16(accepted.status()).expect("a valid status");
+            Ok((status, Json(accepted)).into_response())
+        }
+        Outcome::Replayed(stored) => Ok(stored.replay(ctx.key.as_ref().expect("replays have a key"))),
+    }
 }

@@ -4,7 +4,6 @@ use axum::Json;
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::routing::post;
 use chrono::{DateTime, Utc};
@@ -12,7 +11,7 @@ use events::*;
 use serde::Deserialize;
 
 use super::articles::article_id;
-use super::{body, execute, field, optional};
+use super::{CommandContext, body, execute, field, optional};
 use crate::error::ApiError;
 use crate::startup::AppState;
 
@@ -39,7 +38,7 @@ pub struct ReserveRequest {
 async fn reserve(
     State(state): State<AppState>,
     Path(article): Path<String>,
-    headers: HeaderMap,
+    ctx: CommandContext,
     request: Result<Json<ReserveRequest>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let r = body(request)?;
@@ -55,7 +54,7 @@ async fn reserve(
         quantity: field("quantity", Quantity::new(r.quantity))?,
         reference: field("reference", Text::parse(r.reference))?,
     });
-    execute(&state, &headers, command).await
+    execute(&state, &ctx, command).await
 }
 
 fn ids(article: String, reservation: String) -> Result<(ArticleId, ReservationId), ApiError> {
@@ -74,7 +73,7 @@ pub struct PartRequest {
 async fn release(
     State(state): State<AppState>,
     Path((article, reservation)): Path<(String, String)>,
-    headers: HeaderMap,
+    ctx: CommandContext,
     request: Result<Json<PartRequest>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let (article, reservation) = ids(article, reservation)?;
@@ -83,18 +82,18 @@ async fn release(
         return Err(ApiError::invalid("posted_at", "a release is not a stock movement and has no posting time"));
     }
     let quantity = optional("quantity", r.quantity, Quantity::new)?;
-    execute(&state, &headers, Command::ReleaseReservation(ReleaseReservation { article, reservation, quantity })).await
+    execute(&state, &ctx, Command::ReleaseReservation(ReleaseReservation { article, reservation, quantity })).await
 }
 
 async fn consume(
     State(state): State<AppState>,
     Path((article, reservation)): Path<(String, String)>,
-    headers: HeaderMap,
+    ctx: CommandContext,
     request: Result<Json<PartRequest>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let (article, reservation) = ids(article, reservation)?;
     let r = body(request)?;
     let quantity = optional("quantity", r.quantity, Quantity::new)?;
     let command = Command::ConsumeReservation(ConsumeReservation { article, reservation, quantity, posted_at: r.posted_at });
-    execute(&state, &headers, command).await
+    execute(&state, &ctx, command).await
 }

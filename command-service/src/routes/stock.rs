@@ -4,14 +4,13 @@ use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::routing::post;
 use chrono::{DateTime, Utc};
 use events::*;
 use serde::Deserialize;
 
-use super::{body, execute, field};
+use super::{CommandContext, body, execute, field};
 use crate::error::ApiError;
 use crate::startup::AppState;
 
@@ -59,7 +58,7 @@ impl TryFrom<MovementRequest> for Movement {
 
 async fn receipt(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    ctx: CommandContext,
     request: Result<Json<MovementRequest>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let m: Movement = body(request)?.try_into()?;
@@ -70,12 +69,12 @@ async fn receipt(
         quantity: m.quantity,
         posted_at: m.posted_at,
     });
-    execute(&state, &headers, command).await
+    execute(&state, &ctx, command).await
 }
 
 async fn issue(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    ctx: CommandContext,
     request: Result<Json<MovementRequest>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let m: Movement = body(request)?.try_into()?;
@@ -86,7 +85,7 @@ async fn issue(
         quantity: m.quantity,
         posted_at: m.posted_at,
     });
-    execute(&state, &headers, command).await
+    execute(&state, &ctx, command).await
 }
 
 /// Body of `POST /stock/transfers`.
@@ -117,10 +116,10 @@ impl TryFrom<TransferRequest> for TransferStock {
 
 async fn transfer(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    ctx: CommandContext,
     request: Result<Json<TransferRequest>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    execute(&state, &headers, Command::TransferStock(body(request)?.try_into()?)).await
+    execute(&state, &ctx, Command::TransferStock(body(request)?.try_into()?)).await
 }
 
 /// Body of `POST /stock/inventory-counts`.
@@ -150,8 +149,8 @@ impl TryFrom<CountRequest> for CountInventory {
 
 async fn count(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    ctx: CommandContext,
     request: Result<Json<CountRequest>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    execute(&state, &headers, Command::CountInventory(body(request)?.try_into()?)).await
+    execute(&state, &ctx, Command::CountInventory(body(request)?.try_into()?)).await
 }
