@@ -87,7 +87,8 @@ impl Executor {
         let stream = StreamId::article(command.article());
         let _serialised = self.locks.lock(stream.as_str()).await;
         for attempt in 1..=MAX_ATTEMPTS {
-            let state = self.store.load(&stream).await?;
+            let mut tx = self.store.pool().begin().await?;
+            let state = EventStore::load_locked(&mut tx, &stream).await?;
             let context = Context { now: meta.recorded_at, policy: &self.policy };
             let events = decide(&state, command.clone(), &context)?;
             let envelopes = Envelope::wrap(&stream, state.version, &meta, events);
@@ -101,11 +102,15 @@ impl Executor {
             let appended = if envelopes.is_empty() {
                 // Nothing to change (e.g. blocking a blocked charge): nothing to append.
                 match &record {
-                    Some(record) => self.store.record_key(record).await,
+                    Some(record) => EventStore::record_key(&mut tx, record).await,
                     None => Ok(()),
                 }
             } else {
-                self.store.append(&stream, state.version, &envelopes, &next, record.as_ref()).await
+                EventStore::append(&mut tx, &stream, state.version, &envelopes, &next, record.as_ref()).await
+            };
+            let appended = match appended {
+                Ok(()) => tx.commit().await.map_err(AppendError::from),
+                Err(e) => Err(e),
             };
             match appended {
                 Ok(()) => return Ok(Outcome::Accepted(answer)),

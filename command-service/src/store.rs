@@ -2,7 +2,7 @@
 //! of events, outbox rows and the new snapshot.
 
 use events::{ArticleState, Envelope, StreamId};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use crate::idempotency::IdempotencyKey;
 
@@ -107,11 +107,8 @@ impl EventStore {
     }
 
     /// Records a key for a command that appended nothing.
-    pub async fn record_key(&self, key: &KeyRecord<'_>) -> Result<(), AppendError> {
-        let mut tx = self.pool.begin().await?;
-        record_key(&mut tx, key).await?;
-        tx.commit().await?;
-        Ok(())
+    pub async fn record_key(tx: &mut PgConnection, key: &KeyRecord<'_>) -> Result<(), AppendError> {
+        record_key(tx, key).await
     }
 
     /// The pool, for reading recorded idempotency keys.
@@ -124,32 +121,38 @@ impl EventStore {
     /// Read from the stream's snapshot; a snapshot this code cannot read (its
     /// state's shape changed) is derived data, so the stream's events are folded
     /// instead, through the same upcasters and `evolve` as everywhere else.
-    #[tracing::instrument(skip(self), fields(stream = %stream), err)]
-    pub async fn load(&self, stream: &StreamId) -> Result<ArticleState, LoadError> {
+    ///
+    /// The snapshot row is locked (`for update`) for the rest of `tx`: writers
+    /// of one stream queue in PostgreSQL instead of racing, so no instance
+    /// starves on a hot article. The unique (stream, sequence) remains the
+    /// guarantee; it decides the one race left, two first events of a new stream.
+    #[tracing::instrument(skip(tx), fields(stream = %stream), err)]
+    pub async fn load_locked(tx: &mut PgConnection, stream: &StreamId) -> Result<ArticleState, LoadError> {
         let row: Option<(i64, serde_json::Value)> =
-            sqlx::query_as("select version, state from stream_snapshots where stream_id = $1")
+            sqlx::query_as("select version, state from stream_snapshots where stream_id = $1 for update")
                 .bind(stream.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await?;
         let Some((version, json)) = row else { return Ok(ArticleState::default()) };
         match serde_json::from_value::<ArticleState>(json) {
             Ok(state) if state.version == version as u64 => Ok(state),
             Ok(_) | Err(_) => {
                 tracing::warn!(%stream, "snapshot unreadable; folding the stream's events");
-                self.fold_events(stream).await
+                fold_events(tx, stream).await
             }
         }
     }
+}
 
-    /// Folds every stored event of `stream`.
-    async fn fold_events(&self, stream: &StreamId) -> Result<ArticleState, LoadError> {
+/// Folds every stored event of `stream`.
+async fn fold_events(tx: &mut PgConnection, stream: &StreamId) -> Result<ArticleState, LoadError> {
         let rows: Vec<StoredEventRow> = sqlx::query_as(
             "select stream_id, sequence, event_id, event_type, schema_version, posted_at, recorded_at,
                     correlation_id, causation_id, actor, data
              from events where stream_id = $1 order by sequence",
         )
         .bind(stream.as_str())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
         let mut state = ArticleState::default();
         for row in rows {
@@ -157,14 +160,16 @@ impl EventStore {
             state = events::evolve(state, &envelope.event);
         }
         Ok(state)
-    }
+}
+
+impl EventStore {
 
     /// Appends `envelopes` to `stream` if it is still at `expected_version`, with
     /// their outbox rows, the folded `state` and the request's idempotency key,
     /// in one transaction.
-    #[tracing::instrument(skip(self, envelopes, state, key), fields(stream = %stream, expected_version), err)]
+    #[tracing::instrument(skip(tx, envelopes, state, key), fields(stream = %stream, expected_version), err)]
     pub async fn append(
-        &self,
+        tx: &mut PgConnection,
         stream: &StreamId,
         expected_version: u64,
         envelopes: &[Envelope],
@@ -172,9 +177,8 @@ impl EventStore {
         key: Option<&KeyRecord<'_>>,
     ) -> Result<(), AppendError> {
         let records: Vec<_> = envelopes.iter().map(Envelope::to_record).collect();
-        let mut tx = self.pool.begin().await?;
         if let Some(key) = key {
-            record_key(&mut tx, key).await?;
+            record_key(&mut *tx, key).await?;
         }
         let inserted = sqlx::query(
             "insert into events (stream_id, sequence, event_id, event_type, schema_version, posted_at,
@@ -225,7 +229,6 @@ impl EventStore {
             return Err(AppendError::Conflict(stream.to_string()));
         }
         sqlx::query("select pg_notify($1, '')").bind(OUTBOX_CHANNEL).execute(&mut *tx).await?;
-        tx.commit().await?;
         Ok(())
     }
 }
