@@ -2,7 +2,7 @@
 # Starts (or stops) what the services need, installing what is missing.
 #
 #   scripts/infra.sh up        PostgreSQL, Redis and the broker of the running system
-#   scripts/infra.sh up-test   PostgreSQL, Redis and a fresh in-memory broker for tests
+#   scripts/infra.sh up-test   PostgreSQL, Redis and a fresh broker for tests
 #   scripts/infra.sh down      stops what these scripts started (pid files only)
 #   scripts/infra.sh status
 #   scripts/infra.sh reset     stops the broker, drops the project's database and
@@ -112,14 +112,17 @@ up_test() {
   ensure_redis
   ensure_tansu
   # Every test run starts from an empty broker; tests create their own topics.
+  # Storage is a fresh SQLite file: Tansu 0.6.0's memory engine keeps only the
+  # first record of a multi-record batch (testkit/tests/broker.rs guards this).
   stop_bg tansu-test
+  rm -rf "$STATE_DIR/tansu-test"
   # Another checkout's test broker may hold the usual port: take the next free one.
   local port=$KAFKA_TEST_PORT
   while port_open "$KAFKA_HOST" "$port"; do
     port=$((port + 1))
     [ "$port" -lt $((KAFKA_TEST_PORT + 100)) ] || die "no free port for the test broker above $KAFKA_TEST_PORT"
   done
-  start_broker tansu-test "$port" "memory://tansu/" "$STATE_DIR/tansu-test"
+  start_broker tansu-test "$port" "sqlite://tansu.db" "$STATE_DIR/tansu-test"
   echo "$port" >"$STATE_DIR/tansu-test.port"
 }
 

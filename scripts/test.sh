@@ -4,7 +4,7 @@
 #   scripts/test.sh [extra arguments for the test runner]
 #
 # Starts PostgreSQL and Redis if they are not running (installing them if
-# needed), a fresh in-memory Kafka-protocol broker on port 19092 (or the next
+# needed), a fresh Kafka-protocol broker (temporary SQLite storage) on port 19092 (or the next
 # free one), builds the
 # workspace and runs the tests with cargo-nextest (cargo test without it).
 # Exits non-zero on any failure.

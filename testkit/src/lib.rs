@@ -95,3 +95,128 @@ pub async fn wait_ready(base: &str, timeout: Duration) -> anyhow::Result<()> {
     })
     .await
 }
+
+/// One record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct TopicRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: String,
+    pub headers: Vec<(String, String)>,
+    pub payload: Vec<u8>,
+}
+
+impl TopicRecord {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Every record of `topic` up to the current end of each partition, in
+/// partition and offset order.
+pub async fn read_topic(kafka: &KafkaSettings, topic: &str) -> anyhow::Result<Vec<TopicRecord>> {
+    let kafka = kafka.clone();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || read_topic_blocking(&kafka, &topic)).await?
+}
+
+fn read_topic_blocking(kafka: &KafkaSettings, topic: &str) -> anyhow::Result<Vec<TopicRecord>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let consumer: BaseConsumer = kafka
+        .client_config()
+        .set("group.id", format!("reader-{}", Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = metadata.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let mut ends = std::collections::HashMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for &p in &partitions {
+        let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        ends.insert(p, high);
+        assignment.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let mut records = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = |records: &Vec<TopicRecord>| {
+        ends.iter().all(|(p, end)| *end == 0 || records.iter().any(|r| r.partition == *p && r.offset + 1 >= *end))
+    };
+    while !done(&records) {
+        anyhow::ensure!(Instant::now() < deadline, "timed out reading {topic}");
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let m = message?;
+        let headers = m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .filter_map(|h| Some((h.key.to_owned(), String::from_utf8(h.value?.to_vec()).ok()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        records.push(TopicRecord {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+            headers,
+            payload: m.payload().unwrap_or_default().to_vec(),
+        });
+    }
+    records.sort_by_key(|r| (r.partition, r.offset));
+    Ok(records)
+}
+
+/// A Kafka-protocol broker of a test's own (Tansu on a temporary SQLite file),
+/// so that a test can take it down and bring it back. Ends with the value.
+#[derive(Debug)]
+pub struct Broker {
+    pub port: u16,
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Broker {
+    /// The broker binary: `ERP_TANSU_BIN`, else where `scripts/infra.sh` builds it.
+    pub fn binary() -> std::path::PathBuf {
+        std::env::var_os("ERP_TANSU_BIN").map(Into::into).unwrap_or_else(|| {
+            let home = std::env::var("HOME").unwrap_or_default();
+            format!("{home}/.cache/erp-stock/tansu-0.6.0/bin/tansu").into()
+        })
+    }
+
+    /// Starts a broker on `port` and waits until it accepts connections.
+    pub async fn start(port: u16) -> anyhow::Result<Self> {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let dir = std::env::temp_dir().join(format!("erp-test-broker-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir)?;
+        // Tansu resolves the sqlite:// path against its working directory.
+        let child = std::process::Command::new(Self::binary())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let broker = Self { port, child, dir };
+        eventually(Duration::from_secs(20), "the broker to listen", || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
+        })
+        .await?;
+        Ok(broker)
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
