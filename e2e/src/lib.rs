@@ -63,6 +63,12 @@ impl Service {
         Ok(Self { name, base_url, child })
     }
 
+    /// SIGKILL: the process dies wherever it is.
+    pub async fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+
     /// SIGTERM, then wait for a clean exit.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(pid) = self.child.id() {
