@@ -15,13 +15,14 @@ use crate::store::{AppendError, EventStore, KeyRecord, LoadError};
 pub const MAX_ATTEMPTS: usize = 10;
 
 /// What a client learns about an accepted command.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Accepted {
     pub event_ids: Vec<Uuid>,
     pub stream: String,
     /// Sequence of the stream's last event after this command.
     pub sequence: u64,
     /// Pass to the query-service to read this write: `{stream}@{sequence}`.
+    #[schema(example = "article:ART-1000@7")]
     pub consistency_token: String,
 }
 

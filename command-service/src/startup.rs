@@ -4,7 +4,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use axum::routing::get;
+use axum::{Json, Router};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 use platform::health;
 use platform::shutdown::CancellationToken;
 use sqlx::PgPool;
@@ -16,6 +19,26 @@ use crate::relay::Relay;
 use crate::routes;
 use crate::settings::Settings;
 use crate::store::EventStore;
+
+/// The OpenAPI document; the paths come from the handlers' annotations, the
+/// same ones that register the routes.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "erp-stock command-service",
+        description = "The write API of the stock back end. Every command may carry an `Idempotency-Key` header \
+                       (a retry with the same key and body returns the original response and appends nothing), \
+                       `X-Correlation-Id` and `X-Actor`. Errors are RFC 9457 problem+json."
+    ),
+    tags(
+        (name = "articles", description = "Articles (Artikel)"),
+        (name = "charges", description = "Charges (lots) of an article"),
+        (name = "stock", description = "Stock movements"),
+        (name = "reservations", description = "Reservations of part of a charge"),
+    )
+)]
+#[derive(Debug)]
+pub struct ApiDoc;
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
@@ -34,13 +57,15 @@ pub fn router(state: AppState, idempotency: Idempotency) -> Router {
             vec![("postgres", db)]
         }
     });
-    Router::new()
+    let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::articles::router())
         .merge(routes::charges::router())
         .merge(routes::stock::router())
         .merge(routes::reservations::router())
-        .route_layer(axum::middleware::from_fn_with_state(idempotency, crate::idempotency::middleware))
+        .split_for_parts();
+    api.route_layer(axum::middleware::from_fn_with_state(idempotency, crate::idempotency::middleware))
         .with_state(state)
+        .route("/openapi.json", get(move || async move { Json(openapi) }))
         .merge(health::router(readiness))
 }
 

@@ -8,9 +8,11 @@ use serde_json::{Map, Value};
 /// Media type of problem responses.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// A problem+json document. `type` is a stable URN naming the kind of problem;
-/// extension members carry the numbers a client needs (e.g. `available`).
-#[derive(Debug, Clone, Serialize)]
+/// A problem+json document (RFC 9457). `type` is a stable URN naming the kind
+/// of problem, e.g. `urn:erp-stock:problem:insufficient-stock`; extension
+/// members carry what a client needs: `field` and `reason` for invalid input,
+/// the rule's numbers (`available`, `requested`, ...) for a broken rule.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub kind: String,
@@ -18,6 +20,7 @@ pub struct Problem {
     pub status: u16,
     pub detail: String,
     #[serde(flatten)]
+    #[schema(ignore)]
     pub extensions: Map<String, Value>,
 }
 

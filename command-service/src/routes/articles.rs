@@ -1,29 +1,29 @@
 //! Articles: register, rename, change category, set the reorder point, discontinue.
 
-use axum::Router;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
-use axum::routing::{post, put};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use axum::Json;
 use events::*;
 use serde::Deserialize;
 
-use super::{CommandContext, body, execute, field, optional};
+use super::{CommandContext, CommandResponses, body, execute, field, optional};
 use crate::error::ApiError;
 use crate::startup::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/articles", post(register))
-        .route("/articles/{article}/name", put(rename))
-        .route("/articles/{article}/category", put(change_category))
-        .route("/articles/{article}/reorder-point", put(set_reorder_point))
-        .route("/articles/{article}/discontinue", post(discontinue))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(rename))
+        .routes(routes!(change_category))
+        .routes(routes!(set_reorder_point))
+        .routes(routes!(discontinue))
 }
 
 /// Body of `POST /articles`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterArticleRequest {
     pub article: String,
@@ -35,7 +35,7 @@ pub struct RegisterArticleRequest {
 }
 
 /// An article's unit: `{"code": "kg", "decimals": 3}` counts grams.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UnitRequest {
     pub code: String,
@@ -60,6 +60,10 @@ pub(crate) fn article_id(raw: String) -> Result<ArticleId, ApiError> {
     field("article", ArticleId::parse(raw))
 }
 
+#[utoipa::path(
+    post, path = "/articles", tag = "articles", request_body = RegisterArticleRequest,
+    responses(CommandResponses)
+)]
 async fn register(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -70,12 +74,16 @@ async fn register(
 }
 
 /// Body of `PUT /articles/{article}/name`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenameRequest {
     pub name: String,
 }
 
+#[utoipa::path(
+    put, path = "/articles/{article}/name", tag = "articles", params(("article" = String, Path, description = "Article id, e.g. ART-1000")), request_body = RenameRequest,
+    responses(CommandResponses)
+)]
 async fn rename(
     State(state): State<AppState>,
     Path(article): Path<String>,
@@ -88,12 +96,16 @@ async fn rename(
 }
 
 /// Body of `PUT /articles/{article}/category`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CategoryRequest {
     pub category: String,
 }
 
+#[utoipa::path(
+    put, path = "/articles/{article}/category", tag = "articles", params(("article" = String, Path, description = "Article id, e.g. ART-1000")), request_body = CategoryRequest,
+    responses(CommandResponses)
+)]
 async fn change_category(
     State(state): State<AppState>,
     Path(article): Path<String>,
@@ -106,12 +118,16 @@ async fn change_category(
 }
 
 /// Body of `PUT /articles/{article}/reorder-point`; `null` removes it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReorderPointRequest {
     pub reorder_point: Option<i64>,
 }
 
+#[utoipa::path(
+    put, path = "/articles/{article}/reorder-point", tag = "articles", params(("article" = String, Path, description = "Article id, e.g. ART-1000")), request_body = ReorderPointRequest,
+    responses(CommandResponses)
+)]
 async fn set_reorder_point(
     State(state): State<AppState>,
     Path(article): Path<String>,
@@ -123,6 +139,10 @@ async fn set_reorder_point(
     execute(&state, &ctx, Command::SetReorderPoint(SetReorderPoint { article, reorder_point })).await
 }
 
+#[utoipa::path(
+    post, path = "/articles/{article}/discontinue", tag = "articles", params(("article" = String, Path, description = "Article id, e.g. ART-1000")),
+    responses(CommandResponses)
+)]
 async fn discontinue(
     State(state): State<AppState>,
     Path(article): Path<String>,

@@ -1,26 +1,26 @@
 //! Charges (lots) of an article: register, record quality results, block, release.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
-use axum::routing::post;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use chrono::NaiveDate;
 use events::*;
 use serde::Deserialize;
 
 use super::articles::article_id;
-use super::{CommandContext, body, execute, field, optional};
+use super::{CommandContext, CommandResponses, body, execute, field, optional};
 use crate::error::ApiError;
 use crate::startup::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/articles/{article}/charges", post(register))
-        .route("/articles/{article}/charges/{charge}/quality-results", post(record_quality))
-        .route("/articles/{article}/charges/{charge}/block", post(block))
-        .route("/articles/{article}/charges/{charge}/release", post(release))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(record_quality))
+        .routes(routes!(block))
+        .routes(routes!(release))
 }
 
 fn ids(article: String, charge: String) -> Result<(ArticleId, ChargeNo), ApiError> {
@@ -28,16 +28,21 @@ fn ids(article: String, charge: String) -> Result<(ArticleId, ChargeNo), ApiErro
 }
 
 /// Body of `POST /articles/{article}/charges`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterChargeRequest {
     pub charge: String,
     pub production_date: NaiveDate,
     pub expiry_date: Option<NaiveDate>,
     /// `pending` (default), `approved` or `rejected`.
+    #[schema(value_type = Option<String>, example = "approved")]
     pub quality_status: Option<QualityStatus>,
 }
 
+#[utoipa::path(
+    post, path = "/articles/{article}/charges", tag = "charges", params(("article" = String, Path, description = "Article id, e.g. ART-1000")), request_body = RegisterChargeRequest,
+    responses(CommandResponses)
+)]
 async fn register(
     State(state): State<AppState>,
     Path(article): Path<String>,
@@ -56,15 +61,17 @@ async fn register(
 }
 
 /// Body of `POST .../quality-results`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QualityResultRequest {
     pub measurements: Vec<MeasurementRequest>,
+    /// The charge's status after this analysis (`pending`, `approved`, `rejected`); unchanged when absent.
+    #[schema(value_type = Option<String>)]
     pub quality_status: Option<QualityStatus>,
 }
 
 /// One measurement: `{"name": "moisture", "value": "12.5", "unit": "%"}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MeasurementRequest {
     pub name: String,
@@ -73,6 +80,10 @@ pub struct MeasurementRequest {
     pub unit: Option<String>,
 }
 
+#[utoipa::path(
+    post, path = "/articles/{article}/charges/{charge}/quality-results", tag = "charges", params(("article" = String, Path, description = "Article id, e.g. ART-1000"), ("charge" = String, Path, description = "Charge number within the article")), request_body = QualityResultRequest,
+    responses(CommandResponses)
+)]
 async fn record_quality(
     State(state): State<AppState>,
     Path((article, charge)): Path<(String, String)>,
@@ -103,12 +114,16 @@ async fn record_quality(
 }
 
 /// Body of `POST .../block`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BlockRequest {
     pub reason: String,
 }
 
+#[utoipa::path(
+    post, path = "/articles/{article}/charges/{charge}/block", tag = "charges", params(("article" = String, Path, description = "Article id, e.g. ART-1000"), ("charge" = String, Path, description = "Charge number within the article")), request_body = BlockRequest,
+    responses(CommandResponses)
+)]
 async fn block(
     State(state): State<AppState>,
     Path((article, charge)): Path<(String, String)>,
@@ -120,6 +135,10 @@ async fn block(
     execute(&state, &ctx, Command::BlockCharge(BlockCharge { article, charge, reason })).await
 }
 
+#[utoipa::path(
+    post, path = "/articles/{article}/charges/{charge}/release", tag = "charges", params(("article" = String, Path, description = "Article id, e.g. ART-1000"), ("charge" = String, Path, description = "Charge number within the article")),
+    responses(CommandResponses)
+)]
 async fn release(
     State(state): State<AppState>,
     Path((article, charge)): Path<(String, String)>,

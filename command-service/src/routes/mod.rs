@@ -18,12 +18,47 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use events::{Command, CommandMeta};
 use platform::http::{CORRELATION_ID, REQUEST_ID};
+use platform::problem::Problem;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::execute::Outcome;
+use crate::execute::{Accepted, Outcome};
 use crate::idempotency::IdempotencyKey;
 use crate::startup::AppState;
+
+/// The answers every command can get.
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum CommandResponses {
+    /// Accepted: its events were appended. Repeated as is for a retry with the
+    /// same `Idempotency-Key` (with `Idempotent-Replayed: true`).
+    #[response(status = 201)]
+    Created(Accepted),
+    /// Accepted, but it changed nothing (e.g. blocking a blocked charge).
+    #[response(status = 200)]
+    Unchanged(Accepted),
+    /// The body is not JSON.
+    #[response(status = 400, content_type = "application/problem+json")]
+    Malformed(Problem),
+    /// The article, charge or reservation does not exist.
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(Problem),
+    /// A rule is broken; the problem carries the rule (`rule`) and its numbers.
+    #[response(status = 409, content_type = "application/problem+json")]
+    Conflict(Problem),
+    /// The body is larger than the limit.
+    #[response(status = 413, content_type = "application/problem+json")]
+    TooLarge(Problem),
+    /// The body is not `application/json`.
+    #[response(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Problem),
+    /// A field is missing or invalid (`field`, `reason`), or the
+    /// `Idempotency-Key` was used for another request.
+    #[response(status = 422, content_type = "application/problem+json")]
+    Invalid(Problem),
+    /// PostgreSQL cannot be reached.
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
+}
 
 /// Header naming who sends a command; `anonymous` when absent.
 pub const ACTOR: &str = "x-actor";

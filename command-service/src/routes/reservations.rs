@@ -1,29 +1,26 @@
 //! Reservations of part of a charge in a warehouse: reserve, release, consume.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
-use axum::routing::post;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use chrono::{DateTime, Utc};
 use events::*;
 use serde::Deserialize;
 
 use super::articles::article_id;
-use super::{CommandContext, body, execute, field, optional};
+use super::{CommandContext, CommandResponses, body, execute, field, optional};
 use crate::error::ApiError;
 use crate::startup::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/articles/{article}/reservations", post(reserve))
-        .route("/articles/{article}/reservations/{reservation}/release", post(release))
-        .route("/articles/{article}/reservations/{reservation}/consume", post(consume))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(reserve)).routes(routes!(release)).routes(routes!(consume))
 }
 
 /// Body of `POST /articles/{article}/reservations`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReserveRequest {
     /// Chosen by the client (e.g. the order line); generated when absent.
@@ -35,6 +32,10 @@ pub struct ReserveRequest {
     pub reference: String,
 }
 
+#[utoipa::path(
+    post, path = "/articles/{article}/reservations", tag = "reservations", params(("article" = String, Path, description = "Article id, e.g. ART-1000")), request_body = ReserveRequest,
+    responses(CommandResponses)
+)]
 async fn reserve(
     State(state): State<AppState>,
     Path(article): Path<String>,
@@ -62,7 +63,7 @@ fn ids(article: String, reservation: String) -> Result<(ArticleId, ReservationId
 }
 
 /// Body of `.../release` and `.../consume`; all of what is left when `quantity` is absent.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PartRequest {
     pub quantity: Option<i64>,
@@ -70,6 +71,10 @@ pub struct PartRequest {
     pub posted_at: Option<DateTime<Utc>>,
 }
 
+#[utoipa::path(
+    post, path = "/articles/{article}/reservations/{reservation}/release", tag = "reservations", params(("article" = String, Path, description = "Article id, e.g. ART-1000"), ("reservation" = String, Path, description = "Reservation id")), request_body = PartRequest,
+    responses(CommandResponses)
+)]
 async fn release(
     State(state): State<AppState>,
     Path((article, reservation)): Path<(String, String)>,
@@ -85,6 +90,10 @@ async fn release(
     execute(&state, &ctx, Command::ReleaseReservation(ReleaseReservation { article, reservation, quantity })).await
 }
 
+#[utoipa::path(
+    post, path = "/articles/{article}/reservations/{reservation}/consume", tag = "reservations", params(("article" = String, Path, description = "Article id, e.g. ART-1000"), ("reservation" = String, Path, description = "Reservation id")), request_body = PartRequest,
+    responses(CommandResponses)
+)]
 async fn consume(
     State(state): State<AppState>,
     Path((article, reservation)): Path<(String, String)>,

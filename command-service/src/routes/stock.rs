@@ -1,29 +1,29 @@
 //! Stock movements: receipts, issues, transfers and inventory counts.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::response::IntoResponse;
-use axum::routing::post;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use chrono::{DateTime, Utc};
 use events::*;
 use serde::Deserialize;
 
-use super::{CommandContext, body, execute, field};
+use super::{CommandContext, CommandResponses, body, execute, field};
 use crate::error::ApiError;
 use crate::startup::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/stock/receipts", post(receipt))
-        .route("/stock/issues", post(issue))
-        .route("/stock/transfers", post(transfer))
-        .route("/stock/inventory-counts", post(count))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(receipt))
+        .routes(routes!(issue))
+        .routes(routes!(transfer))
+        .routes(routes!(count))
 }
 
 /// Body of `POST /stock/receipts` and `POST /stock/issues`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MovementRequest {
     pub article: String,
@@ -56,6 +56,10 @@ impl TryFrom<MovementRequest> for Movement {
     }
 }
 
+#[utoipa::path(
+    post, path = "/stock/receipts", tag = "stock", request_body = MovementRequest,
+    responses(CommandResponses)
+)]
 async fn receipt(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -72,6 +76,10 @@ async fn receipt(
     execute(&state, &ctx, command).await
 }
 
+#[utoipa::path(
+    post, path = "/stock/issues", tag = "stock", request_body = MovementRequest,
+    responses(CommandResponses)
+)]
 async fn issue(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -89,7 +97,7 @@ async fn issue(
 }
 
 /// Body of `POST /stock/transfers`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferRequest {
     pub article: String,
@@ -114,6 +122,10 @@ impl TryFrom<TransferRequest> for TransferStock {
     }
 }
 
+#[utoipa::path(
+    post, path = "/stock/transfers", tag = "stock", request_body = TransferRequest,
+    responses(CommandResponses)
+)]
 async fn transfer(
     State(state): State<AppState>,
     ctx: CommandContext,
@@ -123,7 +135,7 @@ async fn transfer(
 }
 
 /// Body of `POST /stock/inventory-counts`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CountRequest {
     pub article: String,
@@ -147,6 +159,10 @@ impl TryFrom<CountRequest> for CountInventory {
     }
 }
 
+#[utoipa::path(
+    post, path = "/stock/inventory-counts", tag = "stock", request_body = CountRequest,
+    responses(CommandResponses)
+)]
 async fn count(
     State(state): State<AppState>,
     ctx: CommandContext,

@@ -1,0 +1,39 @@
+//! `/openapi.json` describes exactly the routes the service answers: every
+//! documented operation reaches a handler (which answers with JSON, even for a
+//! bad request), and every command route is documented.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use testkit::TestEnv;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_documented_operation_reaches_a_handler() -> anyhow::Result<()> {
+    let env = TestEnv::new(1).await?;
+    let app = start(settings(&env, false)).await?;
+    let http = reqwest::Client::new();
+    let spec: Value = http.get(format!("{}/openapi.json", app.url)).send().await?.json().await?;
+    assert_eq!(spec["openapi"].as_str().map(|v| &v[..2]), Some("3."));
+
+    let mut operations = 0;
+    for (path, item) in spec["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().unwrap() {
+            operations += 1;
+            assert!(operation["responses"]["201"].is_object(), "{method} {path} documents 201");
+            assert!(operation["responses"]["422"].is_object(), "{method} {path} documents 422");
+            let url = format!("{}{}", app.url, path.replace('{', "X-").replace('}', ""));
+            let method: reqwest::Method = method.to_uppercase().parse()?;
+            let response = http.request(method.clone(), &url).json(&serde_json::json!({})).send().await?;
+            let status = response.status().as_u16();
+            let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+            // A route the router does not know answers 404/405 without a body.
+            assert!(
+                content_type.as_deref().is_some_and(|c| c.contains("json")),
+                "{method} {path} reached no handler: {status} {content_type:?}"
+            );
+        }
+    }
+    assert_eq!(operations, 16, "one operation per command");
+    app.shutdown().await
+}
