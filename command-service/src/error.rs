@@ -1,6 +1,8 @@
 //! Every way a request can fail, and the problem+json each becomes.
 //! Whatever the error, nothing was written.
 
+use std::sync::Arc;
+
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -33,7 +35,7 @@ pub enum ApiError {
     Contention(String),
     /// 503: PostgreSQL cannot be reached; the cause is logged, not echoed.
     #[error("database unavailable")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(#[source] Arc<sqlx::Error>),
     /// 500: a defect; the cause is logged, not echoed.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -41,8 +43,9 @@ pub enum ApiError {
 
 impl ApiError {
     /// 503 when PostgreSQL cannot be reached, 500 for any other database error.
-    pub fn database(e: sqlx::Error) -> Self {
-        if is_unavailable(&e) { ApiError::Unavailable(e) } else { ApiError::Internal(e.into()) }
+    pub fn database(e: impl Into<Arc<sqlx::Error>>) -> Self {
+        let e = e.into();
+        if is_unavailable(&e) { ApiError::Unavailable(e) } else { ApiError::Internal(anyhow::Error::new(e)) }
     }
 
     pub fn invalid(field: impl Into<String>, reason: impl ToString) -> Self {
@@ -74,9 +77,10 @@ impl From<ExecuteError> for ApiError {
     fn from(e: ExecuteError) -> Self {
         match e {
             ExecuteError::Rule(rule) => ApiError::Rule(rule),
-            ExecuteError::Contention(_) => ApiError::Contention(e.to_string()),
+            ExecuteError::Contention => ApiError::Contention(e.to_string()),
             ExecuteError::Database(db) => ApiError::database(db),
-            ExecuteError::Corrupt(e) => ApiError::Internal(e.into()),
+            ExecuteError::Corrupt(e) => ApiError::Internal(anyhow::anyhow!(e)),
+            ExecuteError::Stopped => ApiError::Unavailable(Arc::new(sqlx::Error::PoolClosed)),
         }
     }
 }

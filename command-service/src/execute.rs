@@ -1,17 +1,34 @@
-//! Executing one command: lock the stream in-process, load, decide, append;
-//! retry a bounded number of times when another instance wrote first.
+//! Executing commands with group commit.
+//!
+//! A command goes to one of a few committer lanes, chosen by its stream, so
+//! the commands of one article are always handled by one lane, in arrival
+//! order. A lane takes every command waiting for it (up to a batch limit) and
+//! handles them in **one transaction**: it claims their idempotency keys,
+//! locks and loads the snapshots of their streams, decides each command in
+//! order against the state left by the ones before it, and writes all events,
+//! outbox rows and snapshots with one statement each. One commit (one WAL
+//! flush) then serves the whole batch. While a transaction runs, the next
+//! batch gathers, so batches grow with the load.
+//!
+//! A command that breaks a rule is answered with its error and leaves no
+//! trace; the others in its batch are unaffected. If another instance wins a
+//! race on a new stream, the batch is decided again (at most
+//! [`MAX_ATTEMPTS`] times).
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use events::{ArticleState, Command, CommandMeta, Context, DomainError, Envelope, Policy, StreamId, decide, evolve};
 use serde::Serialize;
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::locks::StreamLocks;
 use crate::idempotency::{IdempotencyKey, StoredResponse};
-use crate::store::{AppendError, EventStore, KeyRecord, LoadError};
+use crate::store::{self, AppendError};
 
-/// How often a command is decided again after losing a concurrency race
-/// against another instance. Each lost race means the other instance made
-/// progress; a short jittered pause keeps two instances from colliding in step.
+/// How often a batch is decided again after losing a race against another instance.
 pub const MAX_ATTEMPTS: usize = 10;
 
 /// What a client learns about an accepted command.
@@ -26,6 +43,13 @@ pub struct Accepted {
     pub consistency_token: String,
 }
 
+impl Accepted {
+    /// 201 when the command appended events, 200 when it changed nothing.
+    pub fn status(&self) -> u16 {
+        if self.event_ids.is_empty() { 200 } else { 201 }
+    }
+}
+
 /// The answer to a command: newly accepted, or replayed for an idempotency key.
 #[derive(Debug)]
 pub enum Outcome {
@@ -35,47 +59,59 @@ pub enum Outcome {
     Replayed(StoredResponse),
 }
 
-impl Accepted {
-    /// 201 when the command appended events, 200 when it changed nothing.
-    pub fn status(&self) -> u16 {
-        if self.event_ids.is_empty() { 200 } else { 201 }
-    }
-}
-
 /// Why a command was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecuteError {
     #[error(transparent)]
     Rule(#[from] DomainError),
-    #[error("stream {0} kept changing concurrently; gave up after {MAX_ATTEMPTS} attempts")]
-    Contention(String),
+    #[error("streams kept changing concurrently; gave up after {MAX_ATTEMPTS} attempts")]
+    Contention,
     #[error(transparent)]
-    Database(#[from] sqlx::Error),
+    Database(Arc<sqlx::Error>),
     /// A stored event cannot be read: a defect, not the client's fault.
-    #[error(transparent)]
-    Corrupt(events::EnvelopeError),
+    #[error("{0}")]
+    Corrupt(String),
+    /// The executor is shutting down.
+    #[error("shutting down")]
+    Stopped,
 }
 
-impl From<LoadError> for ExecuteError {
-    fn from(e: LoadError) -> Self {
-        match e {
-            LoadError::Database(e) => ExecuteError::Database(e),
-            LoadError::Corrupt(e) => ExecuteError::Corrupt(e),
-        }
-    }
+/// How commands are grouped.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupCommit {
+    /// Committer lanes, i.e. transactions in flight at once.
+    pub lanes: usize,
+    /// Most commands in one transaction.
+    pub max_batch: usize,
 }
 
-/// Decides and appends commands.
-#[derive(Debug)]
+struct Job {
+    stream: StreamId,
+    command: Command,
+    meta: CommandMeta,
+    key: Option<IdempotencyKey>,
+    reply: oneshot::Sender<Result<Outcome, ExecuteError>>,
+}
+
+/// Decides and appends commands, grouped into transactions.
+#[derive(Debug, Clone)]
 pub struct Executor {
-    store: EventStore,
-    locks: StreamLocks,
-    policy: Policy,
+    lanes: Arc<Vec<mpsc::Sender<Job>>>,
+    pool: PgPool,
 }
 
 impl Executor {
-    pub fn new(store: EventStore, policy: Policy) -> Self {
-        Self { store, locks: StreamLocks::default(), policy }
+    /// Starts the committer lanes on the current runtime.
+    pub fn new(pool: PgPool, policy: Policy, group: GroupCommit) -> Self {
+        let policy = Arc::new(policy);
+        let lanes = (0..group.lanes.max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(group.max_batch * 4);
+                tokio::spawn(run_lane(rx, pool.clone(), policy.clone(), group.max_batch));
+                tx
+            })
+            .collect();
+        Self { lanes: Arc::new(lanes), pool }
     }
 
     #[tracing::instrument(skip_all, fields(command = command.name(), article = %command.article(), command_id = %meta.command_id), err)]
@@ -86,64 +122,179 @@ impl Executor {
         key: Option<&IdempotencyKey>,
     ) -> Result<Outcome, ExecuteError> {
         let stream = StreamId::article(command.article());
-        let _serialised = self.locks.lock(stream.as_str()).await;
-        for attempt in 1..=MAX_ATTEMPTS {
-            let mut tx = self.store.pool().begin().await?;
-            let state = EventStore::load_locked(&mut tx, &stream).await?;
-            let context = Context { now: meta.recorded_at, policy: &self.policy };
-            let events = decide(&state, command.clone(), &context)?;
-            let envelopes = Envelope::wrap(&stream, state.version, &meta, events);
-            let next = fold(state.clone(), &envelopes);
-            let answer = accepted(&stream, &envelopes, next.version);
-            let record = key.map(|key| KeyRecord {
-                key,
-                status: answer.status(),
-                response: serde_json::to_value(&answer).expect("a response serialises"),
-            });
-            let appended = if envelopes.is_empty() {
-                // Nothing to change (e.g. blocking a blocked charge): nothing to append.
-                match &record {
-                    Some(record) => EventStore::record_key(&mut tx, record).await,
-                    None => Ok(()),
-                }
-            } else {
-                EventStore::append(&mut tx, &stream, state.version, &envelopes, &next, record.as_ref()).await
-            };
-            let appended = match appended {
-                Ok(()) => tx.commit().await.map_err(AppendError::from),
-                Err(e) => Err(e),
-            };
-            match appended {
-                Ok(()) => return Ok(Outcome::Accepted(answer)),
-                Err(AppendError::Conflict(_)) => {
-                    tracing::debug!(attempt, "concurrent append, deciding again");
-                    let jitter_us = Uuid::new_v4().as_u128() % (250 << attempt.min(6));
-                    tokio::time::sleep(std::time::Duration::from_micros(jitter_us as u64)).await;
-                }
-                Err(AppendError::DuplicateKey) => {
-                    let key = key.expect("only keyed commands record keys");
-                    let stored = crate::idempotency::lookup(self.store.pool(), &key.key).await?;
-                    match stored {
-                        Some(stored) => return Ok(Outcome::Replayed(stored)),
-                        None => tracing::debug!(attempt, "idempotency key expired meanwhile, deciding again"),
-                    }
-                }
-                Err(AppendError::Database(e)) => return Err(e.into()),
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        stream.hash(&mut hasher);
+        let lane = &self.lanes[hasher.finish() as usize % self.lanes.len()];
+        let (reply, answer) = oneshot::channel();
+        let job = Job { stream, command, meta, key: key.cloned(), reply };
+        lane.send(job).await.map_err(|_| ExecuteError::Stopped)?;
+        answer.await.map_err(|_| ExecuteError::Stopped)?
+    }
+
+    /// The pool, for reading recorded idempotency keys.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+async fn run_lane(mut rx: mpsc::Receiver<Job>, pool: PgPool, policy: Arc<Policy>, max_batch: usize) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
             }
         }
-        Err(ExecuteError::Contention(stream.to_string()))
+        commit_batch(&pool, &policy, batch).await;
     }
 }
 
-fn accepted(stream: &StreamId, envelopes: &[Envelope], sequence: u64) -> Accepted {
-    Accepted {
-        event_ids: envelopes.iter().map(|e| e.event_id).collect(),
-        stream: stream.to_string(),
-        sequence,
-        consistency_token: format!("{stream}@{sequence}"),
+/// What became of one job in a decided batch.
+enum Decided {
+    Accepted { answer: Accepted },
+    Refused(DomainError),
+    /// Its key is held by an earlier request: answered from the record after commit.
+    Replay,
+}
+
+async fn commit_batch(pool: &PgPool, policy: &Policy, jobs: Vec<Job>) {
+    tracing::debug!(commands = jobs.len(), "committing a batch");
+    let mut attempt = 0;
+    let results = loop {
+        attempt += 1;
+        match try_batch(pool, policy, &jobs).await {
+            Ok(decided) => break Ok(decided),
+            Err(AppendError::Conflict) if attempt < MAX_ATTEMPTS => {
+                tracing::debug!(attempt, "a stream changed concurrently; deciding the batch again");
+                let jitter_us = Uuid::new_v4().as_u128() % (250 << attempt.min(6));
+                tokio::time::sleep(std::time::Duration::from_micros(jitter_us as u64)).await;
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    match results {
+        Ok(decided) => {
+            for (job, decided) in jobs.into_iter().zip(decided) {
+                let outcome = match decided {
+                    Decided::Accepted { answer } => Ok(Outcome::Accepted(answer)),
+                    Decided::Refused(rule) => Err(ExecuteError::Rule(rule)),
+                    Decided::Replay => replay(pool, job.key.as_ref().expect("replays have keys")).await,
+                };
+                let _ = job.reply.send(outcome);
+            }
+        }
+        Err(e) => {
+            let shared = match e {
+                AppendError::Conflict => ExecuteErrorKind::Contention,
+                AppendError::Database(e) => ExecuteErrorKind::Database(Arc::new(e)),
+                AppendError::Corrupt(e) => ExecuteErrorKind::Corrupt(e.to_string()),
+            };
+            for job in jobs {
+                let _ = job.reply.send(Err(shared.to_error()));
+            }
+        }
     }
 }
 
-fn fold(state: ArticleState, envelopes: &[Envelope]) -> ArticleState {
-    envelopes.iter().map(|e| &e.event).fold(state, evolve)
+enum ExecuteErrorKind {
+    Contention,
+    Database(Arc<sqlx::Error>),
+    Corrupt(String),
+}
+
+impl ExecuteErrorKind {
+    fn to_error(&self) -> ExecuteError {
+        match self {
+            ExecuteErrorKind::Contention => ExecuteError::Contention,
+            ExecuteErrorKind::Database(e) => ExecuteError::Database(e.clone()),
+            ExecuteErrorKind::Corrupt(e) => ExecuteError::Corrupt(e.clone()),
+        }
+    }
+}
+
+async fn replay(pool: &PgPool, key: &IdempotencyKey) -> Result<Outcome, ExecuteError> {
+    match crate::idempotency::lookup(pool, &key.key).await {
+        Ok(Some(stored)) => Ok(Outcome::Replayed(stored)),
+        // Held by a request that was refused meanwhile (its key released):
+        // this one was not decided; ask the client to retry.
+        Ok(None) => Err(ExecuteError::Contention),
+        Err(e) => Err(ExecuteError::Database(Arc::new(e))),
+    }
+}
+
+/// Decides and writes a batch in one transaction.
+async fn try_batch(pool: &PgPool, policy: &Policy, jobs: &[Job]) -> Result<Vec<Decided>, AppendError> {
+    let mut tx = pool.begin().await?;
+
+    // Keys first: a key held by an earlier request, or by an earlier job of
+    // this batch, makes its job a replay.
+    let mut first_with_key: HashMap<&str, usize> = HashMap::new();
+    for (i, job) in jobs.iter().enumerate() {
+        if let Some(key) = &job.key {
+            first_with_key.entry(key.key.as_str()).or_insert(i);
+        }
+    }
+    let unique_keys: Vec<&IdempotencyKey> =
+        first_with_key.values().map(|i| jobs[*i].key.as_ref().expect("keyed")).collect();
+    let claimed = store::claim_keys(&mut tx, &unique_keys).await?;
+    let replays = |i: usize, job: &Job| {
+        job.key.as_ref().is_some_and(|k| first_with_key[k.key.as_str()] != i || !claimed.contains(&k.key))
+    };
+
+    let mut streams: Vec<&StreamId> = jobs.iter().map(|j| &j.stream).collect();
+    streams.sort_unstable();
+    streams.dedup();
+    let mut states: BTreeMap<StreamId, ArticleState> = store::lock_states(&mut tx, &streams).await?;
+    let mut touched: BTreeMap<StreamId, ()> = BTreeMap::new();
+
+    let mut decided = Vec::with_capacity(jobs.len());
+    let mut records = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        if replays(i, job) {
+            decided.push(Decided::Replay);
+            continue;
+        }
+        let state = states.get_mut(&job.stream).expect("every stream was loaded");
+        let context = Context { now: job.meta.recorded_at, policy };
+        match decide(state, job.command.clone(), &context) {
+            Ok(events) => {
+                let envelopes = Envelope::wrap(&job.stream, state.version, &job.meta, events);
+                *state = envelopes.iter().map(|e| &e.event).fold(std::mem::take(state), evolve);
+                if !envelopes.is_empty() {
+                    touched.insert(job.stream.clone(), ());
+                }
+                records.extend(envelopes.iter().map(Envelope::to_record));
+                let answer = Accepted {
+                    event_ids: envelopes.iter().map(|e| e.event_id).collect(),
+                    stream: job.stream.to_string(),
+                    sequence: state.version,
+                    consistency_token: format!("{}@{}", job.stream, state.version),
+                };
+                decided.push(Decided::Accepted { answer });
+            }
+            Err(rule) => decided.push(Decided::Refused(rule)),
+        }
+    }
+
+    store::append(&mut tx, &records).await?;
+    let snapshots: Vec<(&StreamId, &ArticleState)> = touched.keys().map(|s| (s, &states[s])).collect();
+    store::save_snapshots(&mut tx, &snapshots).await?;
+    let mut accepted_keys = Vec::new();
+    let mut refused_keys = Vec::new();
+    for (job, d) in jobs.iter().zip(&decided) {
+        let Some(key) = &job.key else { continue };
+        match d {
+            Decided::Accepted { answer } => accepted_keys.push((
+                key.key.as_str(),
+                answer.status(),
+                serde_json::to_value(answer).expect("a response serialises"),
+            )),
+            Decided::Refused(_) => refused_keys.push(key.key.as_str()),
+            Decided::Replay => {}
+        }
+    }
+    store::finish_keys(&mut tx, &accepted_keys, &refused_keys).await?;
+    tx.commit().await?;
+    Ok(decided)
 }

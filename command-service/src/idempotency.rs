@@ -2,11 +2,12 @@
 //! response and appends nothing; the same key with another body is a 422.
 //!
 //! A middleware looks the key up before the handler runs and answers a known
-//! key itself. A new key travels with the command into the append transaction,
-//! which records it together with the events: if two requests with one key
-//! race, the second one's transaction fails on the key and it answers with the
-//! first one's response. Only accepted commands are recorded; a refused one
-//! (4xx) can be retried with the same key.
+//! key itself. A new key travels with the command into the transaction that
+//! appends its events, which claims the key first and records the response
+//! with the events: of two requests with one key that race, only the first
+//! claims it; the second answers with the first one's recorded response. Only
+//! accepted commands are recorded; a refused one (4xx) can be retried with the
+//! same key.
 
 use std::time::Duration;
 

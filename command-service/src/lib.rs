@@ -8,7 +8,6 @@
 pub mod error;
 pub mod execute;
 pub mod idempotency;
-pub mod locks;
 pub mod relay;
 pub mod routes;
 pub mod settings;

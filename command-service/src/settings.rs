@@ -21,6 +21,8 @@ pub struct Settings {
     pub domain: DomainSettings,
     /// How long an `Idempotency-Key` is remembered, in seconds.
     pub idempotency_ttl_secs: u64,
+    /// How concurrent commands are grouped into transactions.
+    pub group_commit: GroupCommitSettings,
     /// Logging.
     pub log: LogSettings,
 }
@@ -34,6 +36,7 @@ impl Default for Settings {
             relay: RelaySettings::default(),
             domain: DomainSettings::default(),
             idempotency_ttl_secs: 86_400,
+            group_commit: GroupCommitSettings::default(),
             log: LogSettings::default(),
         }
     }
@@ -84,5 +87,20 @@ impl DomainSettings {
             })
             .collect::<anyhow::Result<_>>()?;
         Ok(events::Policy { negative_stock_warehouses: warehouses })
+    }
+}
+
+/// Group commit: commands waiting at the same time share one transaction.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupCommitSettings {
+    /// Transactions in flight at once; commands of one article always use the same lane.
+    pub lanes: usize,
+    /// Most commands in one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for GroupCommitSettings {
+    fn default() -> Self {
+        Self { lanes: 4, max_batch: 256 }
     }
 }

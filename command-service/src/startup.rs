@@ -13,12 +13,11 @@ use platform::shutdown::CancellationToken;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
-use crate::execute::Executor;
+use crate::execute::{Executor, GroupCommit};
 use crate::idempotency::Idempotency;
 use crate::relay::Relay;
 use crate::routes;
 use crate::settings::Settings;
-use crate::store::EventStore;
 
 /// The OpenAPI document; the paths come from the handlers' annotations, the
 /// same ones that register the routes.
@@ -84,7 +83,8 @@ impl Application {
     pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let pool = platform::db::pool(&settings.database)?;
         platform::db::migrate(&pool, &settings.database).await?;
-        let executor = Executor::new(EventStore::new(pool.clone()), settings.domain.policy()?);
+        let group = GroupCommit { lanes: settings.group_commit.lanes, max_batch: settings.group_commit.max_batch };
+        let executor = Executor::new(pool.clone(), settings.domain.policy()?, group);
         let state = AppState { executor: Arc::new(executor), pool: pool.clone() };
         let idempotency = Idempotency {
             pool: pool.clone(),

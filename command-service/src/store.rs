@@ -1,32 +1,189 @@
-//! The event store in PostgreSQL: stream snapshots to load, and the atomic append
-//! of events, outbox rows and the new snapshot.
+//! The event store in PostgreSQL: stream snapshots, events, outbox rows and
+//! idempotency keys, written set-based for a whole batch of commands in one
+//! transaction (see [`crate::execute`]).
 
-use events::{ArticleState, Envelope, StreamId};
-use sqlx::{PgConnection, PgPool};
+use std::collections::{BTreeMap, HashSet};
+
+use events::{ArticleState, RecordedEvent, StreamId};
+use sqlx::PgConnection;
 
 use crate::idempotency::IdempotencyKey;
 
-/// Why an append did not happen.
+/// The channel the relay listens on; a notification is sent by every batch's commit.
+pub const OUTBOX_CHANNEL: &str = "erp_outbox";
+
+/// Why a batch could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
-    /// Another command appended to the stream since its state was loaded.
-    #[error("stream {0} changed concurrently")]
-    Conflict(String),
-    /// Another request with the same idempotency key was recorded first.
-    #[error("idempotency key already recorded")]
-    DuplicateKey,
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-}
-
-/// Why a stream's state could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
+    /// Another writer appended to one of the streams first (only possible for
+    /// a stream's first events, which have no snapshot row to lock).
+    #[error("a stream changed concurrently")]
+    Conflict,
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     /// A stored event this code cannot read: a defect or a missing upcaster.
     #[error("stored event unreadable: {0}")]
     Corrupt(#[from] events::EnvelopeError),
+}
+
+/// Loads the state of `streams`, locking their snapshot rows (`for update`,
+/// in stream order, so concurrent writers never deadlock) until the end of
+/// `tx`: writers of one stream queue in PostgreSQL instead of racing. A
+/// snapshot this code cannot read is derived data: the stream's events are
+/// folded instead, through the same upcasters and `evolve` as everywhere else.
+#[tracing::instrument(skip_all, fields(streams = streams.len()), err)]
+pub async fn lock_states(
+    tx: &mut PgConnection,
+    streams: &[&StreamId],
+) -> Result<BTreeMap<StreamId, ArticleState>, AppendError> {
+    let ids: Vec<&str> = streams.iter().map(|s| s.as_str()).collect();
+    let rows: Vec<(String, i64, serde_json::Value)> = sqlx::query_as(
+        "select stream_id, version, state from stream_snapshots
+         where stream_id = any($1) order by stream_id for update",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut states = BTreeMap::new();
+    for (stream, version, json) in rows {
+        let stream = StreamId::from_stored(stream);
+        let state = match serde_json::from_value::<ArticleState>(json) {
+            Ok(state) if state.version == version as u64 => state,
+            _ => {
+                tracing::warn!(%stream, "snapshot unreadable; folding the stream's events");
+                fold_events(tx, &stream).await?
+            }
+        };
+        states.insert(stream, state);
+    }
+    for stream in streams {
+        states.entry((*stream).clone()).or_default();
+    }
+    Ok(states)
+}
+
+/// Folds every stored event of `stream`.
+async fn fold_events(tx: &mut PgConnection, stream: &StreamId) -> Result<ArticleState, AppendError> {
+    let rows: Vec<StoredEventRow> = sqlx::query_as(
+        "select stream_id, sequence, event_id, event_type, schema_version, posted_at, recorded_at,
+                correlation_id, causation_id, actor, data
+         from events where stream_id = $1 order by sequence",
+    )
+    .bind(stream.as_str())
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut state = ArticleState::default();
+    for row in rows {
+        state = events::evolve(state, &row.into_record().into_envelope()?.event);
+    }
+    Ok(state)
+}
+
+/// Appends `records` and their outbox rows. Fails with
+/// [`AppendError::Conflict`] when any (stream, sequence) is taken.
+#[tracing::instrument(skip_all, fields(events = records.len()), err)]
+pub async fn append(tx: &mut PgConnection, records: &[RecordedEvent]) -> Result<(), AppendError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let inserted = sqlx::query(
+        "insert into events (stream_id, sequence, event_id, event_type, schema_version, posted_at,
+                             recorded_at, correlation_id, causation_id, actor, data)
+         select * from unnest($1::text[], $2::bigint[], $3::uuid[], $4::text[], $5::int[],
+                              $6::timestamptz[], $7::timestamptz[], $8::text[], $9::uuid[],
+                              $10::text[], $11::jsonb[])
+         on conflict (stream_id, sequence) do nothing",
+    )
+    .bind(records.iter().map(|r| r.stream_id.as_str()).collect::<Vec<_>>())
+    .bind(records.iter().map(|r| r.sequence as i64).collect::<Vec<_>>())
+    .bind(records.iter().map(|r| r.event_id).collect::<Vec<_>>())
+    .bind(records.iter().map(|r| r.event_type.as_str()).collect::<Vec<_>>())
+    .bind(records.iter().map(|r| r.schema_version as i32).collect::<Vec<_>>())
+    .bind(records.iter().map(|r| r.posted_at).collect::<Vec<_>>())
+    .bind(records.iter().map(|r| r.recorded_at).collect::<Vec<_>>())
+    .bind(records.iter().map(|r| r.correlation_id.as_str()).collect::<Vec<_>>())
+    .bind(records.iter().map(|r| r.causation_id).collect::<Vec<_>>())
+    .bind(records.iter().map(|r| r.actor.as_str()).collect::<Vec<_>>())
+    .bind(records.iter().map(|r| &r.data).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted != records.len() as u64 {
+        return Err(AppendError::Conflict);
+    }
+    sqlx::query("insert into outbox (stream_id, sequence) select * from unnest($1::text[], $2::bigint[])")
+        .bind(records.iter().map(|r| r.stream_id.as_str()).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.sequence as i64).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("select pg_notify($1, '')").bind(OUTBOX_CHANNEL).execute(&mut *tx).await?;
+    Ok(())
+}
+
+/// Writes the new snapshots of the streams a batch changed.
+pub async fn save_snapshots(tx: &mut PgConnection, states: &[(&StreamId, &ArticleState)]) -> Result<(), AppendError> {
+    if states.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "insert into stream_snapshots (stream_id, version, state)
+         select * from unnest($1::text[], $2::bigint[], $3::jsonb[])
+         on conflict (stream_id) do update set version = excluded.version, state = excluded.state",
+    )
+    .bind(states.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>())
+    .bind(states.iter().map(|(_, st)| st.version as i64).collect::<Vec<_>>())
+    .bind(states.iter().map(|(_, st)| serde_json::to_value(st).expect("a state serialises")).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Claims `keys` for this transaction: returns those recorded now (new, or
+/// replacing an expired record). The others are held by an earlier request.
+/// A claimed key's response is filled in by [`finish_keys`] before commit.
+pub async fn claim_keys(tx: &mut PgConnection, keys: &[&IdempotencyKey]) -> Result<HashSet<String>, AppendError> {
+    if keys.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let claimed: Vec<(String,)> = sqlx::query_as(
+        "insert into idempotency_keys (key, fingerprint, status, response, expires_at)
+         select k, f, 0, 'null'::jsonb, now() + make_interval(secs => t)
+         from unnest($1::text[], $2::text[], $3::float8[]) as u(k, f, t)
+         on conflict (key) do update set fingerprint = excluded.fingerprint, created_at = now(),
+             expires_at = excluded.expires_at
+         where idempotency_keys.expires_at <= now()
+         returning key",
+    )
+    .bind(keys.iter().map(|k| k.key.as_str()).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.fingerprint.as_str()).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.ttl.as_secs_f64()).collect::<Vec<_>>())
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(claimed.into_iter().map(|(k,)| k).collect())
+}
+
+/// Records the responses of claimed keys whose commands were accepted, and
+/// releases the keys of refused commands (they may be retried).
+pub async fn finish_keys(
+    tx: &mut PgConnection,
+    accepted: &[(&str, u16, serde_json::Value)],
+    refused: &[&str],
+) -> Result<(), AppendError> {
+    if !accepted.is_empty() {
+        sqlx::query(
+            "update idempotency_keys k set status = u.s, response = u.r
+             from unnest($1::text[], $2::smallint[], $3::jsonb[]) as u(key, s, r) where k.key = u.key",
+        )
+        .bind(accepted.iter().map(|a| a.0).collect::<Vec<_>>())
+        .bind(accepted.iter().map(|a| a.1 as i16).collect::<Vec<_>>())
+        .bind(accepted.iter().map(|a| &a.2).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !refused.is_empty() {
+        sqlx::query("delete from idempotency_keys where key = any($1)").bind(refused).execute(&mut *tx).await?;
+    }
+    Ok(())
 }
 
 /// One row of `events`, as stored.
@@ -46,8 +203,8 @@ pub struct StoredEventRow {
 }
 
 impl StoredEventRow {
-    pub fn into_record(self) -> events::RecordedEvent {
-        events::RecordedEvent {
+    pub fn into_record(self) -> RecordedEvent {
+        RecordedEvent {
             event_id: self.event_id,
             stream_id: StreamId::from_stored(self.stream_id),
             sequence: self.sequence as u64,
@@ -60,175 +217,5 @@ impl StoredEventRow {
             actor: self.actor,
             data: self.data,
         }
-    }
-}
-
-/// An idempotency key with the response to remember for it.
-#[derive(Debug)]
-pub struct KeyRecord<'a> {
-    pub key: &'a IdempotencyKey,
-    pub status: u16,
-    pub response: serde_json::Value,
-}
-
-/// Records a key, or fails with [`AppendError::DuplicateKey`] when an
-/// unexpired record exists (an expired one is replaced).
-async fn record_key(tx: &mut sqlx::PgConnection, key: &KeyRecord<'_>) -> Result<(), AppendError> {
-    let recorded = sqlx::query(
-        "insert into idempotency_keys (key, fingerprint, status, response, expires_at)
-         values ($1, $2, $3, $4, now() + make_interval(secs => $5))
-         on conflict (key) do update set fingerprint = excluded.fingerprint, status = excluded.status,
-             response = excluded.response, created_at = now(), expires_at = excluded.expires_at
-         where idempotency_keys.expires_at <= now()",
-    )
-    .bind(&key.key.key)
-    .bind(&key.key.fingerprint)
-    .bind(key.status as i16)
-    .bind(&key.response)
-    .bind(key.key.ttl.as_secs_f64())
-    .execute(tx)
-    .await?
-    .rows_affected();
-    if recorded == 1 { Ok(()) } else { Err(AppendError::DuplicateKey) }
-}
-
-/// Reads and appends streams.
-#[derive(Debug, Clone)]
-pub struct EventStore {
-    pool: PgPool,
-}
-
-/// The channel the relay listens on; a notification is sent by every append's commit.
-pub const OUTBOX_CHANNEL: &str = "erp_outbox";
-
-impl EventStore {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
-    }
-
-    /// Records a key for a command that appended nothing.
-    pub async fn record_key(tx: &mut PgConnection, key: &KeyRecord<'_>) -> Result<(), AppendError> {
-        record_key(tx, key).await
-    }
-
-    /// The pool, for reading recorded idempotency keys.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    /// The state of a stream at its last event (empty for a new stream).
-    ///
-    /// Read from the stream's snapshot; a snapshot this code cannot read (its
-    /// state's shape changed) is derived data, so the stream's events are folded
-    /// instead, through the same upcasters and `evolve` as everywhere else.
-    ///
-    /// The snapshot row is locked (`for update`) for the rest of `tx`: writers
-    /// of one stream queue in PostgreSQL instead of racing, so no instance
-    /// starves on a hot article. The unique (stream, sequence) remains the
-    /// guarantee; it decides the one race left, two first events of a new stream.
-    #[tracing::instrument(skip(tx), fields(stream = %stream), err)]
-    pub async fn load_locked(tx: &mut PgConnection, stream: &StreamId) -> Result<ArticleState, LoadError> {
-        let row: Option<(i64, serde_json::Value)> =
-            sqlx::query_as("select version, state from stream_snapshots where stream_id = $1 for update")
-                .bind(stream.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some((version, json)) = row else { return Ok(ArticleState::default()) };
-        match serde_json::from_value::<ArticleState>(json) {
-            Ok(state) if state.version == version as u64 => Ok(state),
-            Ok(_) | Err(_) => {
-                tracing::warn!(%stream, "snapshot unreadable; folding the stream's events");
-                fold_events(tx, stream).await
-            }
-        }
-    }
-}
-
-/// Folds every stored event of `stream`.
-async fn fold_events(tx: &mut PgConnection, stream: &StreamId) -> Result<ArticleState, LoadError> {
-        let rows: Vec<StoredEventRow> = sqlx::query_as(
-            "select stream_id, sequence, event_id, event_type, schema_version, posted_at, recorded_at,
-                    correlation_id, causation_id, actor, data
-             from events where stream_id = $1 order by sequence",
-        )
-        .bind(stream.as_str())
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut state = ArticleState::default();
-        for row in rows {
-            let envelope = row.into_record().into_envelope()?;
-            state = events::evolve(state, &envelope.event);
-        }
-        Ok(state)
-}
-
-impl EventStore {
-
-    /// Appends `envelopes` to `stream` if it is still at `expected_version`, with
-    /// their outbox rows, the folded `state` and the request's idempotency key,
-    /// in one transaction.
-    #[tracing::instrument(skip(tx, envelopes, state, key), fields(stream = %stream, expected_version), err)]
-    pub async fn append(
-        tx: &mut PgConnection,
-        stream: &StreamId,
-        expected_version: u64,
-        envelopes: &[Envelope],
-        state: &ArticleState,
-        key: Option<&KeyRecord<'_>>,
-    ) -> Result<(), AppendError> {
-        let records: Vec<_> = envelopes.iter().map(Envelope::to_record).collect();
-        if let Some(key) = key {
-            record_key(&mut *tx, key).await?;
-        }
-        let inserted = sqlx::query(
-            "insert into events (stream_id, sequence, event_id, event_type, schema_version, posted_at,
-                                 recorded_at, correlation_id, causation_id, actor, data)
-             select * from unnest($1::text[], $2::bigint[], $3::uuid[], $4::text[], $5::int[],
-                                  $6::timestamptz[], $7::timestamptz[], $8::text[], $9::uuid[],
-                                  $10::text[], $11::jsonb[])
-             on conflict (stream_id, sequence) do nothing",
-        )
-        .bind(records.iter().map(|r| r.stream_id.as_str()).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| r.sequence as i64).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| r.event_id).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| r.event_type.as_str()).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| r.schema_version as i32).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| r.posted_at).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| r.recorded_at).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| r.correlation_id.as_str()).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| r.causation_id).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| r.actor.as_str()).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| &r.data).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted != records.len() as u64 {
-            // Some sequence was taken: the stream moved on. Nothing is kept.
-            return Err(AppendError::Conflict(stream.to_string()));
-        }
-        sqlx::query(
-            "insert into outbox (stream_id, sequence)
-             select $1, s from unnest($2::bigint[]) as s",
-        )
-        .bind(stream.as_str())
-        .bind(records.iter().map(|r| r.sequence as i64).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
-        let snapshot = sqlx::query(
-            "insert into stream_snapshots (stream_id, version, state) values ($1, $2, $3)
-             on conflict (stream_id) do update set version = excluded.version, state = excluded.state
-             where stream_snapshots.version = $4",
-        )
-        .bind(stream.as_str())
-        .bind(state.version as i64)
-        .bind(sqlx::types::Json(state))
-        .bind(expected_version as i64)
-        .execute(&mut *tx)
-        .await?;
-        if snapshot.rows_affected() != 1 {
-            return Err(AppendError::Conflict(stream.to_string()));
-        }
-        sqlx::query("select pg_notify($1, '')").bind(OUTBOX_CHANNEL).execute(&mut *tx).await?;
-        Ok(())
     }
 }
