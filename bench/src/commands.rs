@@ -17,7 +17,7 @@ use testkit::TestEnv;
 use crate::stats::{Summary, ms, summarize};
 use crate::drive;
 
-pub(crate) async fn run(duration: Duration, levels: &[usize], articles: usize) -> anyhow::Result<()> {
+pub(crate) async fn run(duration: Duration, levels: &[usize], articles: usize, relay: bool) -> anyhow::Result<()> {
     let env = TestEnv::new(4).await?;
     let port = testkit::free_port();
     let exe = std::env::current_exe()?.with_file_name("command-service");
@@ -30,6 +30,7 @@ pub(crate) async fn run(duration: Duration, levels: &[usize], articles: usize) -
         .env("APP_KAFKA__BROKERS", &env.kafka.brokers)
         .env("APP_KAFKA__EVENTS_TOPIC", &env.kafka.events_topic)
         .env("APP_LOG__FILTER", "warn")
+        .env("APP_RELAY__ENABLED", relay.to_string())
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
@@ -55,7 +56,8 @@ pub(crate) async fn run(duration: Duration, levels: &[usize], articles: usize) -
         .execute(&pool)
         .await?;
 
-    println!("\ncommand-service: POST /stock/receipts over {articles} articles, {}s per line, relay on", duration.as_secs());
+    let relay_state = if relay { "on" } else { "off" };
+    println!("\ncommand-service: POST /stock/receipts over {articles} articles, {}s per line, relay {relay_state}", duration.as_secs());
     println!("baseline: single-row INSERT ... commit (autocommit) on the same PostgreSQL, same clients\n");
     println!("| clients | commands/s | p50 | p99 | INSERT commits/s | p50 | p99 | ratio |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");

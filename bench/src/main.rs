@@ -20,6 +20,12 @@ struct Cli {
     bench: Bench,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Toggle {
+    On,
+    Off,
+}
+
 #[derive(Subcommand)]
 enum Bench {
     /// Command-service throughput and latency vs. raw INSERT commits.
@@ -33,14 +39,17 @@ enum Bench {
         /// Distinct articles the commands are spread over.
         #[arg(long, default_value_t = 1000)]
         articles: usize,
+        /// Run the outbox relay (and so the broker's writes) during the measurement.
+        #[arg(long, default_value = "on")]
+        relay: Toggle,
     },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
-        Bench::Commands { seconds, clients, articles } => {
-            commands::run(Duration::from_secs(seconds), &clients, articles).await
+        Bench::Commands { seconds, clients, articles, relay } => {
+            commands::run(Duration::from_secs(seconds), &clients, articles, relay == Toggle::On).await
         }
     }
 }

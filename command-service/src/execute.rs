@@ -277,9 +277,8 @@ async fn try_batch(pool: &PgPool, policy: &Policy, jobs: &[Job]) -> Result<Vec<D
         }
     }
 
-    store::append(&mut tx, &records).await?;
     let snapshots: Vec<(&StreamId, &ArticleState)> = touched.keys().map(|s| (s, &states[s])).collect();
-    store::save_snapshots(&mut tx, &snapshots).await?;
+    store::append(&mut tx, &records, &snapshots).await?;
     let mut accepted_keys = Vec::new();
     let mut refused_keys = Vec::new();
     for (job, d) in jobs.iter().zip(&decided) {

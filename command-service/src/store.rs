@@ -79,20 +79,36 @@ async fn fold_events(tx: &mut PgConnection, stream: &StreamId) -> Result<Article
     Ok(state)
 }
 
-/// Appends `records` and their outbox rows. Fails with
-/// [`AppendError::Conflict`] when any (stream, sequence) is taken.
+/// Appends `records` with their outbox rows, writes the new snapshots of the
+/// streams they belong to and notifies the relay, in one statement (one round
+/// trip). Fails with [`AppendError::Conflict`] when any (stream, sequence) is
+/// taken.
 #[tracing::instrument(skip_all, fields(events = records.len()), err)]
-pub async fn append(tx: &mut PgConnection, records: &[RecordedEvent]) -> Result<(), AppendError> {
+pub async fn append(
+    tx: &mut PgConnection,
+    records: &[RecordedEvent],
+    snapshots: &[(&StreamId, &ArticleState)],
+) -> Result<(), AppendError> {
     if records.is_empty() {
         return Ok(());
     }
-    let inserted = sqlx::query(
-        "insert into events (stream_id, sequence, event_id, event_type, schema_version, posted_at,
-                             recorded_at, correlation_id, causation_id, actor, data)
-         select * from unnest($1::text[], $2::bigint[], $3::uuid[], $4::text[], $5::int[],
-                              $6::timestamptz[], $7::timestamptz[], $8::text[], $9::uuid[],
-                              $10::text[], $11::jsonb[])
-         on conflict (stream_id, sequence) do nothing",
+    let (inserted,): (i64,) = sqlx::query_as(
+        "with appended as (
+             insert into events (stream_id, sequence, event_id, event_type, schema_version, posted_at,
+                                 recorded_at, correlation_id, causation_id, actor, data)
+             select * from unnest($1::text[], $2::bigint[], $3::uuid[], $4::text[], $5::int[],
+                                  $6::timestamptz[], $7::timestamptz[], $8::text[], $9::uuid[],
+                                  $10::text[], $11::jsonb[])
+             on conflict (stream_id, sequence) do nothing
+             returning stream_id, sequence
+         ), queued as (
+             insert into outbox (stream_id, sequence) select stream_id, sequence from appended
+         ), snapshots as (
+             insert into stream_snapshots (stream_id, version, state)
+             select * from unnest($12::text[], $13::bigint[], $14::jsonb[])
+             on conflict (stream_id) do update set version = excluded.version, state = excluded.state
+         )
+         select count(*) from (select 1 from appended, pg_notify($15, '') limit $16) as n",
     )
     .bind(records.iter().map(|r| r.stream_id.as_str()).collect::<Vec<_>>())
     .bind(records.iter().map(|r| r.sequence as i64).collect::<Vec<_>>())
@@ -105,36 +121,17 @@ pub async fn append(tx: &mut PgConnection, records: &[RecordedEvent]) -> Result<
     .bind(records.iter().map(|r| r.causation_id).collect::<Vec<_>>())
     .bind(records.iter().map(|r| r.actor.as_str()).collect::<Vec<_>>())
     .bind(records.iter().map(|r| &r.data).collect::<Vec<_>>())
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if inserted != records.len() as u64 {
+    .bind(snapshots.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>())
+    .bind(snapshots.iter().map(|(_, st)| st.version as i64).collect::<Vec<_>>())
+    .bind(snapshots.iter().map(|(_, st)| serde_json::to_value(st).expect("a state serialises")).collect::<Vec<_>>())
+    .bind(OUTBOX_CHANNEL)
+    .bind(records.len() as i64)
+    .fetch_one(&mut *tx)
+    .await?;
+    // A conflict leaves the transaction to be rolled back: nothing of it stays.
+    if inserted != records.len() as i64 {
         return Err(AppendError::Conflict);
     }
-    sqlx::query("insert into outbox (stream_id, sequence) select * from unnest($1::text[], $2::bigint[])")
-        .bind(records.iter().map(|r| r.stream_id.as_str()).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| r.sequence as i64).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("select pg_notify($1, '')").bind(OUTBOX_CHANNEL).execute(&mut *tx).await?;
-    Ok(())
-}
-
-/// Writes the new snapshots of the streams a batch changed.
-pub async fn save_snapshots(tx: &mut PgConnection, states: &[(&StreamId, &ArticleState)]) -> Result<(), AppendError> {
-    if states.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "insert into stream_snapshots (stream_id, version, state)
-         select * from unnest($1::text[], $2::bigint[], $3::jsonb[])
-         on conflict (stream_id) do update set version = excluded.version, state = excluded.state",
-    )
-    .bind(states.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>())
-    .bind(states.iter().map(|(_, st)| st.version as i64).collect::<Vec<_>>())
-    .bind(states.iter().map(|(_, st)| serde_json::to_value(st).expect("a state serialises")).collect::<Vec<_>>())
-    .execute(&mut *tx)
-    .await?;
     Ok(())
 }
 
