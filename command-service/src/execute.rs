@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::idempotency::{IdempotencyKey, StoredResponse};
-use crate::store::{self, AppendError};
+use crate::store::{self, AppendError, StateCache};
 
 /// How often a batch is decided again after losing a race against another instance.
 pub const MAX_ATTEMPTS: usize = 10;
@@ -138,6 +138,7 @@ impl Executor {
 }
 
 async fn run_lane(mut rx: mpsc::Receiver<Job>, pool: PgPool, policy: Arc<Policy>, max_batch: usize) {
+    let mut cache = StateCache::default();
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < max_batch {
@@ -146,7 +147,7 @@ async fn run_lane(mut rx: mpsc::Receiver<Job>, pool: PgPool, policy: Arc<Policy>
                 Err(_) => break,
             }
         }
-        commit_batch(&pool, &policy, batch).await;
+        commit_batch(&pool, &policy, &mut cache, batch).await;
     }
 }
 
@@ -158,13 +159,35 @@ enum Decided {
     Replay,
 }
 
-async fn commit_batch(pool: &PgPool, policy: &Policy, jobs: Vec<Job>) {
+async fn commit_batch(pool: &PgPool, policy: &Policy, cache: &mut StateCache, jobs: Vec<Job>) {
     tracing::debug!(commands = jobs.len(), "committing a batch");
+    let cached = match try_cached(pool, policy, cache, &jobs).await {
+        Some(Ok(outcome)) => Some(Ok(outcome)),
+        Some(Err(AppendError::Conflict)) => {
+            // Another instance wrote one of the streams: the cache is stale.
+            cache.clear();
+            None
+        }
+        Some(Err(e)) => Some(Err(e)),
+        None => None,
+    };
     let mut attempt = 0;
-    let results = loop {
+    let results = if let Some(cached) = cached {
+        cached.map(|(decided, written)| {
+            for (stream, state) in written {
+                cache.put(stream, state);
+            }
+            decided
+        })
+    } else { loop {
         attempt += 1;
-        match try_batch(pool, policy, &jobs).await {
-            Ok(decided) => break Ok(decided),
+        match try_batch(pool, policy, cache, &jobs).await {
+            Ok((decided, written)) => {
+                for (stream, state) in written {
+                    cache.put(stream, state);
+                }
+                break Ok(decided);
+            }
             Err(AppendError::Conflict) if attempt < MAX_ATTEMPTS => {
                 tracing::debug!(attempt, "a stream changed concurrently; deciding the batch again");
                 let jitter_us = Uuid::new_v4().as_u128() % (250 << attempt.min(6));
@@ -172,7 +195,7 @@ async fn commit_batch(pool: &PgPool, policy: &Policy, jobs: Vec<Job>) {
             }
             Err(e) => break Err(e),
         }
-    };
+    }};
     match results {
         Ok(decided) => {
             for (job, decided) in jobs.into_iter().zip(decided) {
@@ -224,7 +247,13 @@ async fn replay(pool: &PgPool, key: &IdempotencyKey) -> Result<Outcome, ExecuteE
 }
 
 /// Decides and writes a batch in one transaction.
-async fn try_batch(pool: &PgPool, policy: &Policy, jobs: &[Job]) -> Result<Vec<Decided>, AppendError> {
+/// Returns each job's outcome and the new states of the streams written.
+async fn try_batch(
+    pool: &PgPool,
+    policy: &Policy,
+    cache: &StateCache,
+    jobs: &[Job],
+) -> Result<(Vec<Decided>, Vec<(StreamId, ArticleState)>), AppendError> {
     let mut tx = pool.begin().await?;
 
     // Keys first: a key held by an earlier request, or by an earlier job of
@@ -238,50 +267,17 @@ async fn try_batch(pool: &PgPool, policy: &Policy, jobs: &[Job]) -> Result<Vec<D
     let unique_keys: Vec<&IdempotencyKey> =
         first_with_key.values().map(|i| jobs[*i].key.as_ref().expect("keyed")).collect();
     let claimed = store::claim_keys(&mut tx, &unique_keys).await?;
-    let replays = |i: usize, job: &Job| {
+
+    let streams = streams_of(jobs);
+    let states = store::lock_states(&mut tx, &streams, cache).await?;
+    let batch = decide_all(policy, jobs, states, |i, job| {
         job.key.as_ref().is_some_and(|k| first_with_key[k.key.as_str()] != i || !claimed.contains(&k.key))
-    };
-
-    let mut streams: Vec<&StreamId> = jobs.iter().map(|j| &j.stream).collect();
-    streams.sort_unstable();
-    streams.dedup();
-    let mut states: BTreeMap<StreamId, ArticleState> = store::lock_states(&mut tx, &streams).await?;
-    let mut touched: BTreeMap<StreamId, ()> = BTreeMap::new();
-
-    let mut decided = Vec::with_capacity(jobs.len());
-    let mut records = Vec::new();
-    for (i, job) in jobs.iter().enumerate() {
-        if replays(i, job) {
-            decided.push(Decided::Replay);
-            continue;
-        }
-        let state = states.get_mut(&job.stream).expect("every stream was loaded");
-        let context = Context { now: job.meta.recorded_at, policy };
-        match decide(state, job.command.clone(), &context) {
-            Ok(events) => {
-                let envelopes = Envelope::wrap(&job.stream, state.version, &job.meta, events);
-                *state = envelopes.iter().map(|e| &e.event).fold(std::mem::take(state), evolve);
-                if !envelopes.is_empty() {
-                    touched.insert(job.stream.clone(), ());
-                }
-                records.extend(envelopes.iter().map(Envelope::to_record));
-                let answer = Accepted {
-                    event_ids: envelopes.iter().map(|e| e.event_id).collect(),
-                    stream: job.stream.to_string(),
-                    sequence: state.version,
-                    consistency_token: format!("{}@{}", job.stream, state.version),
-                };
-                decided.push(Decided::Accepted { answer });
-            }
-            Err(rule) => decided.push(Decided::Refused(rule)),
-        }
-    }
-
-    let snapshots: Vec<(&StreamId, &ArticleState)> = touched.keys().map(|s| (s, &states[s])).collect();
-    store::append(&mut tx, &records, &snapshots).await?;
+    });
+    store::append(&mut *tx, &batch.records, &batch.snapshots()).await?;
+    let decided = &batch.decided;
     let mut accepted_keys = Vec::new();
     let mut refused_keys = Vec::new();
-    for (job, d) in jobs.iter().zip(&decided) {
+    for (job, d) in jobs.iter().zip(decided) {
         let Some(key) = &job.key else { continue };
         match d {
             Decided::Accepted { answer } => accepted_keys.push((
@@ -295,5 +291,94 @@ async fn try_batch(pool: &PgPool, policy: &Policy, jobs: &[Job]) -> Result<Vec<D
     }
     store::finish_keys(&mut tx, &accepted_keys, &refused_keys).await?;
     tx.commit().await?;
-    Ok(decided)
+    Ok(batch.into_outcome())
+}
+
+/// The fast path: every stream's state is in the lane's cache and no command
+/// has an idempotency key. Decides from the cache and writes in one
+/// autocommit statement; a conflict (another instance wrote one of the
+/// streams) leaves nothing and sends the batch down the locking path.
+async fn try_cached(
+    pool: &PgPool,
+    policy: &Policy,
+    cache: &StateCache,
+    jobs: &[Job],
+) -> Option<Result<(Vec<Decided>, Vec<(StreamId, ArticleState)>), AppendError>> {
+    if jobs.iter().any(|j| j.key.is_some()) {
+        return None;
+    }
+    let states = cache.all(&streams_of(jobs))?;
+    let batch = decide_all(policy, jobs, states, |_, _| false);
+    let appended = store::append(pool, &batch.records, &batch.snapshots()).await;
+    Some(appended.map(|()| batch.into_outcome()))
+}
+
+fn streams_of(jobs: &[Job]) -> Vec<&StreamId> {
+    let mut streams: Vec<&StreamId> = jobs.iter().map(|j| &j.stream).collect();
+    streams.sort_unstable();
+    streams.dedup();
+    streams
+}
+
+/// A batch decided in memory, not yet written.
+struct DecidedBatch {
+    decided: Vec<Decided>,
+    records: Vec<events::RecordedEvent>,
+    states: BTreeMap<StreamId, ArticleState>,
+    /// Streams written, with the version each was decided on.
+    touched: Vec<(StreamId, u64)>,
+}
+
+impl DecidedBatch {
+    fn snapshots(&self) -> Vec<(&StreamId, u64, &ArticleState)> {
+        self.touched.iter().map(|(s, expected)| (s, *expected, &self.states[s])).collect()
+    }
+
+    fn into_outcome(mut self) -> (Vec<Decided>, Vec<(StreamId, ArticleState)>) {
+        let written = self.touched.into_iter().map(|(s, _)| {
+            let state = self.states.remove(&s).expect("touched streams were loaded");
+            (s, state)
+        });
+        (self.decided, written.collect())
+    }
+}
+
+/// Decides every job in order, each against the state the ones before it left.
+fn decide_all(
+    policy: &Policy,
+    jobs: &[Job],
+    mut states: BTreeMap<StreamId, ArticleState>,
+    replays: impl Fn(usize, &Job) -> bool,
+) -> DecidedBatch {
+    let mut decided = Vec::with_capacity(jobs.len());
+    let mut records = Vec::new();
+    let mut touched = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        if replays(i, job) {
+            decided.push(Decided::Replay);
+            continue;
+        }
+        let state = states.get_mut(&job.stream).expect("every stream was loaded");
+        let context = Context { now: job.meta.recorded_at, policy };
+        match decide(state, job.command.clone(), &context) {
+            Ok(events) => {
+                let envelopes = Envelope::wrap(&job.stream, state.version, &job.meta, events);
+                if !envelopes.is_empty() && !touched.iter().any(|(s, _)| s == &job.stream) {
+                    touched.push((job.stream.clone(), state.version));
+                }
+                *state = envelopes.iter().map(|e| &e.event).fold(std::mem::take(state), evolve);
+                records.extend(envelopes.iter().map(Envelope::to_record));
+                decided.push(Decided::Accepted {
+                    answer: Accepted {
+                        event_ids: envelopes.iter().map(|e| e.event_id).collect(),
+                        stream: job.stream.to_string(),
+                        sequence: state.version,
+                        consistency_token: format!("{}@{}", job.stream, state.version),
+                    },
+                });
+            }
+            Err(rule) => decided.push(Decided::Refused(rule)),
+        }
+    }
+    DecidedBatch { decided, records, states, touched }
 }

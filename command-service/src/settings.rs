@@ -101,6 +101,6 @@ pub struct GroupCommitSettings {
 
 impl Default for GroupCommitSettings {
     fn default() -> Self {
-        Self { lanes: 4, max_batch: 256 }
+        Self { lanes: 2, max_batch: 256 }
     }
 }

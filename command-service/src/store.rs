@@ -2,14 +2,14 @@
 //! idempotency keys, written set-based for a whole batch of commands in one
 //! transaction (see [`crate::execute`]).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use events::{ArticleState, RecordedEvent, StreamId};
 use sqlx::PgConnection;
 
 use crate::idempotency::IdempotencyKey;
 
-/// The channel the relay listens on; a notification is sent by every batch's commit.
+/// The channel the relay listens on; `append_batch` notifies it on every commit.
 pub const OUTBOX_CHANNEL: &str = "erp_outbox";
 
 /// Why a batch could not be written.
@@ -26,35 +26,84 @@ pub enum AppendError {
     Corrupt(#[from] events::EnvelopeError),
 }
 
+/// States of streams as this lane last wrote them; a lane owns its streams
+/// within the process, so an entry stays valid until another instance writes
+/// the stream (its stored version then differs and the state is read again).
+#[derive(Debug, Default)]
+pub struct StateCache {
+    states: HashMap<StreamId, ArticleState>,
+}
+
+impl StateCache {
+    /// The cached states of `streams`, if every one of them is cached.
+    pub fn all(&self, streams: &[&StreamId]) -> Option<BTreeMap<StreamId, ArticleState>> {
+        streams.iter().map(|s| Some(((*s).clone(), self.states.get(*s)?.clone()))).collect()
+    }
+
+    /// Forgets everything (after a conflict: another instance wrote).
+    pub fn clear(&mut self) {
+        self.states.clear();
+    }
+
+    /// Most streams kept; beyond it the cache starts over (cheap, and rare).
+    const CAPACITY: usize = 100_000;
+
+    pub fn put(&mut self, stream: StreamId, state: ArticleState) {
+        if self.states.len() >= Self::CAPACITY && !self.states.contains_key(&stream) {
+            self.states.clear();
+        }
+        self.states.insert(stream, state);
+    }
+}
+
 /// Loads the state of `streams`, locking their snapshot rows (`for update`,
 /// in stream order, so concurrent writers never deadlock) until the end of
-/// `tx`: writers of one stream queue in PostgreSQL instead of racing. A
-/// snapshot this code cannot read is derived data: the stream's events are
-/// folded instead, through the same upcasters and `evolve` as everywhere else.
+/// `tx`: writers of one stream queue in PostgreSQL instead of racing. Only the
+/// versions are read while `cache` holds the same version; the other states
+/// are read and parsed. A snapshot this code cannot read is derived data: the
+/// stream's events are folded instead, through the same upcasters and
+/// `evolve` as everywhere else.
 #[tracing::instrument(skip_all, fields(streams = streams.len()), err)]
 pub async fn lock_states(
     tx: &mut PgConnection,
     streams: &[&StreamId],
+    cache: &StateCache,
 ) -> Result<BTreeMap<StreamId, ArticleState>, AppendError> {
     let ids: Vec<&str> = streams.iter().map(|s| s.as_str()).collect();
-    let rows: Vec<(String, i64, serde_json::Value)> = sqlx::query_as(
-        "select stream_id, version, state from stream_snapshots
-         where stream_id = any($1) order by stream_id for update",
+    let versions: Vec<(String, i64)> = sqlx::query_as(
+        "select stream_id, version from stream_snapshots where stream_id = any($1) order by stream_id for update",
     )
     .bind(&ids)
     .fetch_all(&mut *tx)
     .await?;
     let mut states = BTreeMap::new();
-    for (stream, version, json) in rows {
+    let mut stale = Vec::new();
+    for (stream, version) in versions {
         let stream = StreamId::from_stored(stream);
-        let state = match serde_json::from_value::<ArticleState>(json) {
-            Ok(state) if state.version == version as u64 => state,
-            _ => {
-                tracing::warn!(%stream, "snapshot unreadable; folding the stream's events");
-                fold_events(tx, &stream).await?
+        match cache.states.get(&stream) {
+            Some(state) if state.version == version as u64 => {
+                states.insert(stream, state.clone());
             }
-        };
-        states.insert(stream, state);
+            _ => stale.push(stream),
+        }
+    }
+    if !stale.is_empty() {
+        let rows: Vec<(String, i64, serde_json::Value)> =
+            sqlx::query_as("select stream_id, version, state from stream_snapshots where stream_id = any($1)")
+                .bind(stale.iter().map(StreamId::as_str).collect::<Vec<_>>())
+                .fetch_all(&mut *tx)
+                .await?;
+        for (stream, version, json) in rows {
+            let stream = StreamId::from_stored(stream);
+            let state = match serde_json::from_value::<ArticleState>(json) {
+                Ok(state) if state.version == version as u64 => state,
+                _ => {
+                    tracing::warn!(%stream, "snapshot unreadable; folding the stream's events");
+                    fold_events(tx, &stream).await?
+                }
+            };
+            states.insert(stream, state);
+        }
     }
     for stream in streams {
         states.entry((*stream).clone()).or_default();
@@ -80,36 +129,28 @@ async fn fold_events(tx: &mut PgConnection, stream: &StreamId) -> Result<Article
 }
 
 /// Appends `records` with their outbox rows, writes the new snapshots of the
-/// streams they belong to and notifies the relay, in one statement (one round
-/// trip). Fails with [`AppendError::Conflict`] when any (stream, sequence) is
-/// taken.
+/// streams they belong to and notifies the relay, in one round trip (the
+/// `append_batch` function). Each snapshot is written only if its stream is
+/// still at the `expected` version the batch was decided on; otherwise, or when
+/// another writer took one of the sequences, it fails with
+/// [`AppendError::Conflict`] and nothing of it stays. Atomic on its own
+/// (autocommit) or inside a transaction.
 #[tracing::instrument(skip_all, fields(events = records.len()), err)]
-pub async fn append(
-    tx: &mut PgConnection,
+pub async fn append<'c>(
+    conn: impl sqlx::PgExecutor<'c>,
     records: &[RecordedEvent],
-    snapshots: &[(&StreamId, &ArticleState)],
+    snapshots: &[(&StreamId, u64, &ArticleState)],
 ) -> Result<(), AppendError> {
     if records.is_empty() {
         return Ok(());
     }
-    let (inserted,): (i64,) = sqlx::query_as(
-        "with appended as (
-             insert into events (stream_id, sequence, event_id, event_type, schema_version, posted_at,
-                                 recorded_at, correlation_id, causation_id, actor, data)
-             select * from unnest($1::text[], $2::bigint[], $3::uuid[], $4::text[], $5::int[],
-                                  $6::timestamptz[], $7::timestamptz[], $8::text[], $9::uuid[],
-                                  $10::text[], $11::jsonb[])
-             on conflict (stream_id, sequence) do nothing
-             returning stream_id, sequence
-         ), queued as (
-             insert into outbox (stream_id, sequence) select stream_id, sequence from appended
-         ), snapshots as (
-             insert into stream_snapshots (stream_id, version, state)
-             select * from unnest($12::text[], $13::bigint[], $14::jsonb[])
-             on conflict (stream_id) do update set version = excluded.version, state = excluded.state
-         )
-         select count(*) from (select 1 from appended, pg_notify($15, '') limit $16) as n",
+    let result = sqlx::query(
+        "select append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     )
+    .bind(snapshots.iter().map(|(s, _, _)| s.as_str()).collect::<Vec<_>>())
+    .bind(snapshots.iter().map(|(_, expected, _)| *expected as i64).collect::<Vec<_>>())
+    .bind(snapshots.iter().map(|(_, _, st)| st.version as i64).collect::<Vec<_>>())
+    .bind(snapshots.iter().map(|(_, _, st)| serde_json::to_value(st).expect("a state serialises")).collect::<Vec<_>>())
     .bind(records.iter().map(|r| r.stream_id.as_str()).collect::<Vec<_>>())
     .bind(records.iter().map(|r| r.sequence as i64).collect::<Vec<_>>())
     .bind(records.iter().map(|r| r.event_id).collect::<Vec<_>>())
@@ -121,18 +162,19 @@ pub async fn append(
     .bind(records.iter().map(|r| r.causation_id).collect::<Vec<_>>())
     .bind(records.iter().map(|r| r.actor.as_str()).collect::<Vec<_>>())
     .bind(records.iter().map(|r| &r.data).collect::<Vec<_>>())
-    .bind(snapshots.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>())
-    .bind(snapshots.iter().map(|(_, st)| st.version as i64).collect::<Vec<_>>())
-    .bind(snapshots.iter().map(|(_, st)| serde_json::to_value(st).expect("a state serialises")).collect::<Vec<_>>())
-    .bind(OUTBOX_CHANNEL)
-    .bind(records.len() as i64)
-    .fetch_one(&mut *tx)
-    .await?;
-    // A conflict leaves the transaction to be rolled back: nothing of it stays.
-    if inserted != records.len() as i64 {
-        return Err(AppendError::Conflict);
+    .execute(conn)
+    .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if is_conflict(&e) => Err(AppendError::Conflict),
+        Err(e) => Err(e.into()),
     }
-    Ok(())
+}
+
+/// A lost race: a taken (stream, sequence), or a stream that moved on.
+fn is_conflict(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation() || d.code().as_deref() == Some("40001"))
 }
 
 /// Claims `keys` for this transaction: returns those recorded now (new, or
