@@ -90,3 +90,12 @@ pub async fn ensure_topic(settings: &KafkaSettings, topic: &str, partitions: i32
     }
     Ok(())
 }
+
+/// A record's headers whose values are UTF-8, as (name, value) pairs.
+pub fn string_headers(message: &impl rdkafka::Message) -> Vec<(String, String)> {
+    use rdkafka::message::Headers;
+    message
+        .headers()
+        .map(|hs| hs.iter().filter_map(|h| Some((h.key.to_owned(), String::from_utf8(h.value?.to_vec()).ok()?))).collect())
+        .unwrap_or_default()
+}

@@ -13,7 +13,7 @@ use std::time::Duration;
 use events::RecordedEvent;
 use platform::kafka::KafkaSettings;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use sqlx::PgPool;
@@ -193,14 +193,7 @@ impl Projector {
 
 /// Reads a record's CloudEvents headers and JSON value into an envelope.
 fn decode(message: &BorrowedMessage<'_>) -> anyhow::Result<events::Envelope> {
-    let headers: Vec<(String, String)> = message
-        .headers()
-        .map(|hs| {
-            hs.iter()
-                .filter_map(|h| Some((h.key.to_owned(), String::from_utf8(h.value?.to_vec()).ok()?)))
-                .collect()
-        })
-        .unwrap_or_default();
+    let headers = platform::kafka::string_headers(message);
     let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let record = RecordedEvent::from_cloudevent(header, message.payload().unwrap_or_default())?;
     Ok(record.into_envelope()?)

@@ -122,7 +122,7 @@ pub async fn read_topic(kafka: &KafkaSettings, topic: &str) -> anyhow::Result<Ve
 
 fn read_topic_blocking(kafka: &KafkaSettings, topic: &str) -> anyhow::Result<Vec<TopicRecord>> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::{Headers, Message};
+    use rdkafka::message::Message;
     use rdkafka::{Offset, TopicPartitionList};
 
     let consumer: BaseConsumer = kafka
@@ -149,14 +149,7 @@ fn read_topic_blocking(kafka: &KafkaSettings, topic: &str) -> anyhow::Result<Vec
         anyhow::ensure!(Instant::now() < deadline, "timed out reading {topic}");
         let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
         let m = message?;
-        let headers = m
-            .headers()
-            .map(|hs| {
-                hs.iter()
-                    .filter_map(|h| Some((h.key.to_owned(), String::from_utf8(h.value?.to_vec()).ok()?)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let headers = platform::kafka::string_headers(&m);
         records.push(TopicRecord {
             partition: m.partition(),
             offset: m.offset(),
