@@ -74,12 +74,11 @@ impl StoredResponse {
 /// The unexpired response recorded for `key`.
 #[tracing::instrument(skip(pool), err)]
 pub async fn lookup(pool: &PgPool, key: &str) -> Result<Option<StoredResponse>, sqlx::Error> {
-    sqlx::query_as(
+    let query = sqlx::query_as(
         "select fingerprint, status, response from idempotency_keys where key = $1 and expires_at > now()",
     )
-    .bind(key)
-    .fetch_optional(pool)
-    .await
+    .bind(key);
+    platform::metrics::timed("idempotency_lookup", query.fetch_optional(pool)).await
 }
 
 /// State of the middleware.

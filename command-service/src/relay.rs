@@ -24,6 +24,8 @@ use sqlx::postgres::{PgConnectOptions, PgListener};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
+use platform::metrics::timed;
+
 use crate::settings::RelaySettings;
 use crate::store::{OUTBOX_CHANNEL, StoredEventRow};
 
@@ -121,7 +123,7 @@ impl Relay {
     /// up to the first failed delivery is marked, so order is kept on retry.
     #[tracing::instrument(skip_all, fields(rows), err)]
     async fn relay_batch(&self, leader: &mut PgConnection, producer: &FutureProducer) -> anyhow::Result<usize> {
-        let rows: Vec<PendingRow> = sqlx::query_as(
+        let rows: Vec<PendingRow> = timed("outbox_fetch", sqlx::query_as(
             "select o.position, e.stream_id, e.sequence, e.event_id, e.event_type, e.schema_version,
                     e.posted_at, e.recorded_at, e.correlation_id, e.causation_id, e.actor, e.data
              from outbox o
@@ -131,7 +133,7 @@ impl Relay {
              limit $1",
         )
         .bind(self.settings.batch_size)
-        .fetch_all(&mut *leader)
+        .fetch_all(&mut *leader))
         .await?;
         let read = rows.len();
         tracing::Span::current().record("rows", read);
@@ -168,10 +170,8 @@ impl Relay {
                 Err(_) => break,
             }
         }
-        sqlx::query("update outbox set relayed_at = now() where position = any($1)")
-            .bind(&confirmed)
-            .execute(&mut *leader)
-            .await?;
+        let mark = sqlx::query("update outbox set relayed_at = now() where position = any($1)").bind(&confirmed);
+        timed("outbox_mark", mark.execute(&mut *leader)).await?;
         if confirmed.len() < read {
             anyhow::bail!("relayed {} of {read} rows", confirmed.len());
         }

@@ -49,6 +49,7 @@ pub struct AppState {
 /// The API routes, without serving; tests call this directly.
 pub fn router(state: AppState, idempotency: Idempotency) -> Router {
     let pool = state.pool.clone();
+    let metrics_pool = state.pool.clone();
     let readiness = health::readiness(move || {
         let pool = pool.clone();
         async move {
@@ -65,6 +66,7 @@ pub fn router(state: AppState, idempotency: Idempotency) -> Router {
     api.route_layer(axum::middleware::from_fn_with_state(idempotency, crate::idempotency::middleware))
         .with_state(state)
         .route("/openapi.json", get(move || async move { Json(openapi) }))
+        .merge(platform::metrics::router(move || platform::metrics::observe_pool(&metrics_pool)))
         .merge(health::router(readiness))
 }
 

@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use events::{ArticleState, RecordedEvent, StreamId};
 use sqlx::PgConnection;
 
+use platform::metrics::timed;
+
 use crate::idempotency::IdempotencyKey;
 
 /// The channel the relay listens on; `append_batch` notifies it on every commit.
@@ -70,11 +72,14 @@ pub async fn lock_states(
     cache: &StateCache,
 ) -> Result<BTreeMap<StreamId, ArticleState>, AppendError> {
     let ids: Vec<&str> = streams.iter().map(|s| s.as_str()).collect();
-    let versions: Vec<(String, i64)> = sqlx::query_as(
-        "select stream_id, version from stream_snapshots where stream_id = any($1) order by stream_id for update",
+    let versions: Vec<(String, i64)> = timed(
+        "lock_snapshots",
+        sqlx::query_as(
+            "select stream_id, version from stream_snapshots where stream_id = any($1) order by stream_id for update",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx),
     )
-    .bind(&ids)
-    .fetch_all(&mut *tx)
     .await?;
     let mut states = BTreeMap::new();
     let mut stale = Vec::new();
@@ -88,11 +93,13 @@ pub async fn lock_states(
         }
     }
     if !stale.is_empty() {
-        let rows: Vec<(String, i64, serde_json::Value)> =
+        let rows: Vec<(String, i64, serde_json::Value)> = timed(
+            "load_snapshots",
             sqlx::query_as("select stream_id, version, state from stream_snapshots where stream_id = any($1)")
                 .bind(stale.iter().map(StreamId::as_str).collect::<Vec<_>>())
-                .fetch_all(&mut *tx)
-                .await?;
+                .fetch_all(&mut *tx),
+        )
+        .await?;
         for (stream, version, json) in rows {
             let stream = StreamId::from_stored(stream);
             let state = match serde_json::from_value::<ArticleState>(json) {
@@ -144,7 +151,7 @@ pub async fn append<'c>(
     if records.is_empty() {
         return Ok(());
     }
-    let result = sqlx::query(
+    let statement = sqlx::query(
         "select append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     )
     .bind(snapshots.iter().map(|(s, _, _)| s.as_str()).collect::<Vec<_>>())
@@ -161,9 +168,8 @@ pub async fn append<'c>(
     .bind(records.iter().map(|r| r.correlation_id.as_str()).collect::<Vec<_>>())
     .bind(records.iter().map(|r| r.causation_id).collect::<Vec<_>>())
     .bind(records.iter().map(|r| r.actor.as_str()).collect::<Vec<_>>())
-    .bind(records.iter().map(|r| &r.data).collect::<Vec<_>>())
-    .execute(conn)
-    .await;
+    .bind(records.iter().map(|r| &r.data).collect::<Vec<_>>());
+    let result = timed("append_batch", statement.execute(conn)).await;
     match result {
         Ok(_) => Ok(()),
         Err(e) if is_conflict(&e) => Err(AppendError::Conflict),
@@ -184,7 +190,7 @@ pub async fn claim_keys(tx: &mut PgConnection, keys: &[&IdempotencyKey]) -> Resu
     if keys.is_empty() {
         return Ok(HashSet::new());
     }
-    let claimed: Vec<(String,)> = sqlx::query_as(
+    let claimed: Vec<(String,)> = timed("claim_keys", sqlx::query_as(
         "insert into idempotency_keys (key, fingerprint, status, response, expires_at)
          select k, f, 0, 'null'::jsonb, now() + make_interval(secs => t)
          from unnest($1::text[], $2::text[], $3::float8[]) as u(k, f, t)
@@ -196,7 +202,7 @@ pub async fn claim_keys(tx: &mut PgConnection, keys: &[&IdempotencyKey]) -> Resu
     .bind(keys.iter().map(|k| k.key.as_str()).collect::<Vec<_>>())
     .bind(keys.iter().map(|k| k.fingerprint.as_str()).collect::<Vec<_>>())
     .bind(keys.iter().map(|k| k.ttl.as_secs_f64()).collect::<Vec<_>>())
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *tx))
     .await?;
     Ok(claimed.into_iter().map(|(k,)| k).collect())
 }

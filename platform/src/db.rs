@@ -24,6 +24,8 @@ pub struct DatabaseSettings {
     /// Apply pending migrations at start (they take an advisory lock, so instances
     /// starting together are safe).
     pub migrate: bool,
+    /// A statement slower than this is logged and counted as slow, in milliseconds.
+    pub slow_query_ms: u64,
 }
 
 impl Default for DatabaseSettings {
@@ -33,6 +35,7 @@ impl Default for DatabaseSettings {
             max_connections: 16,
             acquire_timeout_ms: 2_000,
             migrate: true,
+            slow_query_ms: 1_000,
         }
     }
 }
@@ -46,6 +49,7 @@ impl DatabaseSettings {
 /// A pool that connects on first use, so a service starts while PostgreSQL is
 /// still coming up and reports it through `/health/ready`.
 pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error> {
+    crate::metrics::set_slow_query_threshold(Duration::from_millis(settings.slow_query_ms));
     Ok(PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))

@@ -45,7 +45,7 @@ impl HttpSettings {
 }
 
 /// Request ids, a tracing span per request (method, route template, request and
-/// correlation id) and the request timeout.
+/// correlation id), request metrics by route template, and the request timeout.
 pub fn with_common_layers(router: Router, settings: &HttpSettings) -> Router {
     let trace = TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
         let route = request
@@ -65,6 +65,7 @@ pub fn with_common_layers(router: Router, settings: &HttpSettings) -> Router {
         )
     });
     router
+        .layer(axum::middleware::from_fn(crate::metrics::http_layer))
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

@@ -162,7 +162,7 @@ impl Projector {
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
         let applied = loop {
-            match apply_batch(&self.pool, &self.settings.name, topic, &batch).await {
+            match platform::metrics::timed("apply_batch", apply_batch(&self.pool, &self.settings.name, topic, &batch)).await {
                 Ok(applied) => break applied,
                 Err(e) if shutdown.is_cancelled() => return Err(e.into()),
                 Err(e) => {

@@ -32,10 +32,8 @@ impl DocumentStore {
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "redis unavailable; reading PostgreSQL"),
         }
-        let row: Option<(i64, Vec<u8>)> = sqlx::query_as("select version, body from read_documents where key = $1")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
+        let query = sqlx::query_as("select version, body from read_documents where key = $1").bind(key);
+        let row: Option<(i64, Vec<u8>)> = platform::metrics::timed("document_by_key", query.fetch_optional(&self.pool)).await?;
         Ok(row.map(|(version, body)| StoredDocument { version, body: Bytes::from(body) }))
     }
 
@@ -47,6 +45,11 @@ impl DocumentStore {
         let newline = value.iter().position(|b| *b == b'\n').ok_or_else(|| anyhow::anyhow!("malformed redis value"))?;
         let version = std::str::from_utf8(&value[..newline])?.parse()?;
         Ok(Some(StoredDocument { version, body: value.slice(newline + 1..) }))
+    }
+
+    /// Sets the pool gauges.
+    pub fn observe_pool(&self) {
+        platform::metrics::observe_pool(&self.pool);
     }
 
     /// True when PostgreSQL answers.

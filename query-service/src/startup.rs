@@ -21,15 +21,17 @@ pub struct AppState {
 /// The API routes, without serving; tests call this directly.
 pub fn router(state: AppState) -> Router {
     let documents = state.documents.clone();
+    let probe_documents = documents.clone();
     let readiness = health::readiness(move || {
-        let documents = documents.clone();
+        let documents = probe_documents.clone();
         async move {
             // Either tier can answer; report both.
             let up = |ok: bool| if ok { Ok(()) } else { Err("unreachable".to_owned()) };
             vec![("postgres", up(documents.postgres_up().await)), ("redis", up(documents.redis_up().await))]
         }
     });
-    Router::new().merge(routes::stock::router()).with_state(state).merge(health::router(readiness))
+    let metrics = platform::metrics::router(move || documents.observe_pool());
+    Router::new().merge(routes::stock::router()).with_state(state).merge(health::router(readiness)).merge(metrics)
 }
 
 /// A bound, not yet running query-service.

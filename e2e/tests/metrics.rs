@@ -1,0 +1,51 @@
+//! `/metrics` on every service: request counts by route template (never the
+//! raw path), database statements by name, pool gauges, slow queries.
+
+use e2e::Service;
+use serde_json::json;
+use testkit::TestEnv;
+
+async fn scrape(http: &reqwest::Client, service: &Service) -> anyhow::Result<String> {
+    let response = http.get(format!("{}/metrics", service.base_url)).send().await?;
+    anyhow::ensure!(response.status() == 200, "{} /metrics: {}", service.name, response.status());
+    Ok(response.text().await?)
+}
+
+fn has(text: &str, series: &str, labels: &[&str]) -> bool {
+    text.lines().any(|l| l.starts_with(series) && labels.iter().all(|label| l.contains(label)))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_service_exposes_request_query_and_pool_metrics_by_template() -> anyhow::Result<()> {
+    let env = TestEnv::new(1).await?;
+    let slow = [("APP_DATABASE__SLOW_QUERY_MS", "0".to_owned()), ("APP_RELAY__ENABLED", "false".to_owned())];
+    let command = Service::start("command-service", &env, &slow).await?;
+    let query = Service::start("query-service", &env, &[]).await?;
+    let projector = Service::start("projector", &env, &[]).await?;
+    let http = reqwest::Client::new();
+
+    let article = json!({ "article": "ART-M", "name": "n", "category": "c", "unit": { "code": "pcs" } });
+    assert_eq!(http.post(format!("{}/articles", command.base_url)).json(&article).send().await?.status(), 201);
+    assert_eq!(http.get(format!("{}/articles/ART-M/stock", query.base_url)).send().await?.status(), 404);
+
+    let text = scrape(&http, &command).await?;
+    assert!(has(&text, "erp_http_requests_total", &[r#"route="/articles""#, r#"method="POST""#, r#"status="201""#]), "{text}");
+    assert!(has(&text, "erp_http_request_duration_seconds_bucket", &[r#"route="/articles""#]));
+    assert!(has(&text, "erp_db_query_count", &[r#"query="append_batch""#, r#"outcome="ok""#]));
+    assert!(has(&text, "erp_db_query_duration_seconds_count", &[r#"query="append_batch""#]));
+    assert!(has(&text, "erp_db_slow_queries_total", &[r#"query="append_batch""#]), "a threshold of 0 makes every statement slow");
+    assert!(has(&text, "erp_db_pool_connections", &[r#"state="idle""#]));
+
+    let text = scrape(&http, &query).await?;
+    assert!(has(&text, "erp_http_requests_total", &[r#"route="/articles/{article}/stock""#, r#"status="404""#]), "{text}");
+    assert!(!text.contains("ART-M"), "no raw path in any label");
+    assert!(has(&text, "erp_db_query_count", &[r#"query="document_by_key""#]));
+
+    let text = scrape(&http, &projector).await?;
+    assert!(has(&text, "erp_db_pool_connections", &[r#"state="in_use""#]));
+
+    for service in [projector, query, command] {
+        service.stop().await?;
+    }
+    Ok(())
+}

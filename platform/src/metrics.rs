@@ -1,0 +1,150 @@
+//! Prometheus metrics shared by every service, and `/metrics`.
+//!
+//! Each thing worth counting has one place that both logs it (when it is worth
+//! a log line) and bumps its metric: [`http_layer`] for requests, [`timed`]
+//! for database queries. Route labels are route templates
+//! (`/articles/{article}/stock`), never raw paths, so cardinality is bounded.
+
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// The registry every metric of this process is in.
+pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(metric: T) -> T {
+    REGISTRY.register(Box::new(metric.clone())).expect("metric names are unique");
+    metric
+}
+
+/// Latency buckets from 0.5 ms to 10 s.
+const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// HTTP requests by route template, method and status.
+pub static HTTP_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new("erp_http_requests_total", "HTTP requests by route template, method and status"),
+            &["route", "method", "status"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// HTTP request latency by route template and method.
+pub static HTTP_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register(
+        HistogramVec::new(
+            HistogramOpts::new("erp_http_request_duration_seconds", "HTTP request latency by route template")
+                .buckets(BUCKETS.to_vec()),
+            &["route", "method"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Database statements by name (the planning documents' `erp_db_query_count`).
+pub static DB_QUERIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(Opts::new("erp_db_query_count", "Database statements by query name and outcome"), &[
+            "query", "outcome",
+        ])
+        .expect("valid metric"),
+    )
+});
+
+/// Database statement latency by name.
+pub static DB_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register(
+        HistogramVec::new(
+            HistogramOpts::new("erp_db_query_duration_seconds", "Database statement latency by query name")
+                .buckets(BUCKETS.to_vec()),
+            &["query"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Statements slower than the slow-query threshold, by name.
+pub static DB_SLOW: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(Opts::new("erp_db_slow_queries_total", "Statements over the slow-query threshold"), &[
+            "query",
+        ])
+        .expect("valid metric"),
+    )
+});
+
+/// Pool connections by state (`in_use`, `idle`), read at scrape time.
+pub static DB_POOL: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register(
+        IntGaugeVec::new(Opts::new("erp_db_pool_connections", "Pooled PostgreSQL connections by state"), &["state"])
+            .expect("valid metric"),
+    )
+});
+
+static SLOW_QUERY_THRESHOLD: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+
+/// Sets the slow-query threshold (default 1 s); call once at start.
+pub fn set_slow_query_threshold(threshold: Duration) {
+    let _ = SLOW_QUERY_THRESHOLD.set(threshold);
+}
+
+/// Runs a database call named `query`, counting it, timing it, and logging and
+/// counting it as slow when it takes longer than the threshold.
+pub async fn timed<T, E>(query: &'static str, call: impl Future<Output = Result<T, E>>) -> Result<T, E> {
+    let start = Instant::now();
+    let result = call.await;
+    let elapsed = start.elapsed();
+    DB_QUERIES.with_label_values(&[query, if result.is_ok() { "ok" } else { "error" }]).inc();
+    DB_DURATION.with_label_values(&[query]).observe(elapsed.as_secs_f64());
+    if elapsed > *SLOW_QUERY_THRESHOLD.get_or_init(|| Duration::from_secs(1)) {
+        DB_SLOW.with_label_values(&[query]).inc();
+        tracing::warn!(query, duration_ms = elapsed.as_millis() as u64, "slow query");
+    }
+    result
+}
+
+/// Counts and times every request by its route template.
+pub async fn http_layer(request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
+    let method = request.method().as_str().to_owned();
+    let start = Instant::now();
+    let response = next.run(request).await;
+    HTTP_DURATION.with_label_values(&[&route, &method]).observe(start.elapsed().as_secs_f64());
+    HTTP_REQUESTS.with_label_values(&[&route, &method, response.status().as_str()]).inc();
+    response
+}
+
+/// `/metrics` in the Prometheus text format; `refresh` updates gauges read at
+/// scrape time (e.g. the pool's connections).
+pub fn router(refresh: impl Fn() + Clone + Send + Sync + 'static) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let refresh = refresh.clone();
+            async move {
+                refresh();
+                let mut body = Vec::new();
+                TextEncoder::new().encode(&REGISTRY.gather(), &mut body).expect("metrics encode");
+                ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response()
+            }
+        }),
+    )
+}
+
+/// Sets the pool gauges from `pool`.
+pub fn observe_pool(pool: &sqlx::PgPool) {
+    let idle = pool.num_idle() as i64;
+    DB_POOL.with_label_values(&["idle"]).set(idle);
+    DB_POOL.with_label_values(&["in_use"]).set(pool.size() as i64 - idle);
+}
