@@ -106,11 +106,19 @@ up() {
   ensure_topic "$KAFKA_PORT" "$EVENTS_TOPIC" "$EVENTS_PARTITIONS"
 }
 
+# promtool (checks of deploy/prometheus) and prometheus (the scrape test) come
+# with Debian's prometheus package; its service is not started.
+ensure_prometheus() {
+  command -v promtool >/dev/null && command -v prometheus >/dev/null && return
+  apt_install prometheus
+}
+
 up_test() {
   mkdir -p "$STATE_DIR"
   ensure_postgres
   ensure_redis
   ensure_tansu
+  ensure_prometheus
   # Every test run starts from an empty broker; tests create their own topics.
   # Storage is a fresh SQLite file: Tansu 0.6.0's memory engine keeps only the
   # first record of a multi-record batch (testkit/tests/broker.rs guards this).
