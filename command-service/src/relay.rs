@@ -24,7 +24,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use platform::metrics::timed;
+use platform::metrics::{self, timed};
 
 use crate::settings::RelaySettings;
 use crate::store::{OUTBOX_CHANNEL, StoredEventRow};
@@ -34,6 +34,9 @@ const LEADER_LOCK: i64 = 0x6572_705f_7265_6c61; // "erp_rela"
 
 /// How often relayed rows past their retention are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// How often the relaying instance samples the outbox backlog for its metrics.
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
 /// Pause after an error before the next attempt.
 const BACKOFF: Duration = Duration::from_secs(1);
@@ -94,8 +97,13 @@ impl Relay {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(OUTBOX_CHANNEL).await?;
         let mut last_prune = tokio::time::Instant::now() - PRUNE_EVERY;
+        let mut last_sample = tokio::time::Instant::now() - SAMPLE_EVERY;
         loop {
             while self.relay_batch(&mut leader, &producer).await? == self.settings.batch_size as usize {}
+            if last_sample.elapsed() >= SAMPLE_EVERY {
+                self.sample_backlog(&mut leader).await?;
+                last_sample = tokio::time::Instant::now();
+            }
             if last_prune.elapsed() >= PRUNE_EVERY {
                 self.prune(&mut leader).await?;
                 last_prune = tokio::time::Instant::now();
@@ -152,7 +160,7 @@ impl Relay {
                 .payload(&payload)
                 .headers(headers);
             match producer.send_result(message) {
-                Ok(delivery) => deliveries.push((*position, delivery)),
+                Ok(delivery) => deliveries.push((*position, std::time::Instant::now(), delivery)),
                 Err((e, _)) => {
                     tracing::warn!(error = %e, "producer queue refused a record");
                     break;
@@ -160,10 +168,15 @@ impl Relay {
             }
         }
         let mut confirmed = Vec::with_capacity(deliveries.len());
-        for (position, delivery) in deliveries {
+        let topic = self.kafka.events_topic.as_str();
+        for (position, sent, delivery) in deliveries {
             match delivery.await {
-                Ok(Ok(_)) => confirmed.push(position),
+                Ok(Ok(_)) => {
+                    metrics::KAFKA_PRODUCE.with_label_values(&[topic]).observe(sent.elapsed().as_secs_f64());
+                    confirmed.push(position);
+                }
                 Ok(Err((e, _))) => {
+                    metrics::KAFKA_PRODUCE_ERRORS.with_label_values(&[topic]).inc();
                     tracing::warn!(error = %e, "delivery failed; the rest of the batch is retried");
                     break;
                 }
@@ -176,6 +189,19 @@ impl Relay {
             anyhow::bail!("relayed {} of {read} rows", confirmed.len());
         }
         Ok(read)
+    }
+
+    /// Sets the backlog gauges: unrelayed rows and the age of the oldest one.
+    async fn sample_backlog(&self, leader: &mut PgConnection) -> Result<(), sqlx::Error> {
+        let query = sqlx::query_as(
+            "select count(*), coalesce(extract(epoch from now() - min(e.recorded_at))::float8, 0)
+             from outbox o join events e on e.stream_id = o.stream_id and e.sequence = o.sequence
+             where o.relayed_at is null",
+        );
+        let (backlog, age): (i64, f64) = timed("outbox_backlog", query.fetch_one(&mut *leader)).await?;
+        metrics::OUTBOX_BACKLOG.set(backlog);
+        metrics::OUTBOX_OLDEST_AGE.set(age);
+        Ok(())
     }
 
     /// Deletes relayed rows past their retention, and expired idempotency keys.

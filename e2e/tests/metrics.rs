@@ -49,3 +49,37 @@ async fn every_service_exposes_request_query_and_pool_metrics_by_template() -> a
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pipeline_reports_produce_latency_backlog_applied_events_and_lag() -> anyhow::Result<()> {
+    let env = TestEnv::new(2).await?;
+    let command = Service::start("command-service", &env, &[]).await?;
+    let projector = Service::start("projector", &env, &[]).await?;
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: serde_json::Value| http.post(format!("{}{path}", command.base_url)).json(&body).send();
+    let r = post("/articles", json!({ "article": "ART-P", "name": "n", "category": "c", "unit": { "code": "pcs" } })).await?;
+    assert_eq!(r.status(), 201);
+    let r = post("/articles/ART-P/charges", json!({ "charge": "L1", "production_date": "2026-11-01" })).await?;
+    assert_eq!(r.status(), 201);
+
+    // The statistics that carry the lag arrive every 5 s.
+    let text = testkit::eventually(std::time::Duration::from_secs(30), "the projector's metrics", || async {
+        let text = scrape(&http, &projector).await.ok()?;
+        (has(&text, "erp_events_applied_total", &[r#"type="ChargeRegistered""#])
+            && has(&text, "erp_projector_lag_offsets", &[r#"partition=""#]))
+        .then_some(text)
+    })
+    .await?;
+    assert!(has(&text, "erp_events_applied_total", &[r#"type="ArticleRegistered""#]), "{text}");
+    assert!(has(&text, "erp_projector_lag_seconds", &[r#"partition=""#]), "{text}");
+
+    let text = scrape(&http, &command).await?;
+    assert!(has(&text, "erp_kafka_produce_duration_seconds_count", &[]), "{text}");
+    assert!(has(&text, "erp_outbox_backlog", &[]), "{text}");
+    assert!(has(&text, "erp_outbox_oldest_age_seconds", &[]), "{text}");
+
+    for service in [projector, command] {
+        service.stop().await?;
+    }
+    Ok(())
+}

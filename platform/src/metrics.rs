@@ -148,3 +148,84 @@ pub fn observe_pool(pool: &sqlx::PgPool) {
     DB_POOL.with_label_values(&["idle"]).set(idle);
     DB_POOL.with_label_values(&["in_use"]).set(pool.size() as i64 - idle);
 }
+
+/// Kafka produce latency (enqueue to acknowledgement), outbox relay.
+pub static KAFKA_PRODUCE: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register(
+        HistogramVec::new(
+            HistogramOpts::new("erp_kafka_produce_duration_seconds", "Kafka produce latency, enqueue to acknowledgement")
+                .buckets(BUCKETS.to_vec()),
+            &["topic"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Failed Kafka produces.
+pub static KAFKA_PRODUCE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(Opts::new("erp_kafka_produce_errors_total", "Failed Kafka produces"), &["topic"])
+            .expect("valid metric"),
+    )
+});
+
+/// Outbox rows not yet relayed (sampled by the relaying instance).
+pub static OUTBOX_BACKLOG: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    register(prometheus::IntGauge::new("erp_outbox_backlog", "Outbox rows not yet relayed").expect("valid metric"))
+});
+
+/// Age of the oldest unrelayed outbox row, in seconds.
+pub static OUTBOX_OLDEST_AGE: LazyLock<prometheus::Gauge> = LazyLock::new(|| {
+    register(
+        prometheus::Gauge::new("erp_outbox_oldest_age_seconds", "Age of the oldest unrelayed event").expect("valid metric"),
+    )
+});
+
+/// Events applied by the projector, by type.
+pub static EVENTS_APPLIED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(Opts::new("erp_events_applied_total", "Events applied to the read models, by type"), &["type"])
+            .expect("valid metric"),
+    )
+});
+
+/// Events the projector skipped: `duplicate` (already applied) or `gap` (an earlier one missing).
+pub static EVENTS_SKIPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(Opts::new("erp_events_skipped_total", "Events skipped by the projector, by reason"), &[
+            "reason",
+        ])
+        .expect("valid metric"),
+    )
+});
+
+/// Records the projector could not apply.
+pub static DEAD_LETTERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(Opts::new("erp_dead_letters_total", "Records the projector could not apply, by reason"), &[
+            "reason",
+        ])
+        .expect("valid metric"),
+    )
+});
+
+/// Projector lag per partition in offsets (end of the partition minus position).
+pub static PROJECTOR_LAG_OFFSETS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register(
+        IntGaugeVec::new(Opts::new("erp_projector_lag_offsets", "Records behind the end of the partition"), &[
+            "partition",
+        ])
+        .expect("valid metric"),
+    )
+});
+
+/// Projector lag per partition in seconds (0 when caught up).
+pub static PROJECTOR_LAG_SECONDS: LazyLock<prometheus::GaugeVec> = LazyLock::new(|| {
+    register(
+        prometheus::GaugeVec::new(
+            Opts::new("erp_projector_lag_seconds", "Age of the last applied record while behind; 0 when caught up"),
+            &["partition"],
+        )
+        .expect("valid metric"),
+    )
+});

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use events::{ChargeNo, Envelope, Event, WarehouseId};
+use platform::metrics;
 use sqlx::PgPool;
 
 use crate::documents::{Document, StockRow, stock_document};
@@ -14,6 +15,8 @@ use crate::documents::{Document, StockRow, stock_document};
 pub struct Incoming {
     pub partition: i32,
     pub offset: i64,
+    /// The record's Kafka timestamp, for the lag in seconds.
+    pub timestamp_ms: Option<i64>,
     pub envelope: Envelope,
 }
 
@@ -72,15 +75,18 @@ pub async fn apply_batch(
         let sequence = env.sequence as i64;
         if sequence <= *last {
             result.duplicates += 1;
+            metrics::EVENTS_SKIPPED.with_label_values(&["duplicate"]).inc();
             continue;
         }
         if sequence > *last + 1 {
             tracing::warn!(stream = %env.stream_id, sequence, last = *last, "gap in stream; waiting for the missing events");
             result.gaps += 1;
+            metrics::EVENTS_SKIPPED.with_label_values(&["gap"]).inc();
             continue;
         }
         *last = sequence;
         result.applied += 1;
+        metrics::EVENTS_APPLIED.with_label_values(&[env.event.event_type()]).inc();
         let mut change = |charge: &ChargeNo, warehouse: &WarehouseId, on_hand: Option<i64>, reserved: Option<i64>| {
             let key = (env.event.article().to_string(), charge.to_string(), warehouse.to_string());
             let entry = stock.entry(key).or_insert(StockChange { on_hand: None, reserved: None, at: env.recorded_at });

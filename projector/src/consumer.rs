@@ -30,9 +30,30 @@ struct Rebalancer {
     topic: String,
     runtime: tokio::runtime::Handle,
     assigned: Mutex<HashSet<i32>>,
+    /// Kafka timestamp (ms) of the last applied record, per partition.
+    last_applied_ms: Mutex<std::collections::HashMap<i32, i64>>,
 }
 
-impl ClientContext for Rebalancer {}
+impl ClientContext for Rebalancer {
+    /// librdkafka's statistics (every few seconds): the lag per partition.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else { return };
+        let last_applied = self.last_applied_ms.lock().expect("lag table poisoned");
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        for (id, partition) in &topic.partitions {
+            if *id < 0 || partition.consumer_lag < 0 {
+                continue;
+            }
+            let label = id.to_string();
+            platform::metrics::PROJECTOR_LAG_OFFSETS.with_label_values(&[&label]).set(partition.consumer_lag);
+            let seconds = match (partition.consumer_lag, last_applied.get(id)) {
+                (0, _) | (_, None) => 0.0,
+                (_, Some(ms)) => (now_ms - ms).max(0) as f64 / 1000.0,
+            };
+            platform::metrics::PROJECTOR_LAG_SECONDS.with_label_values(&[&label]).set(seconds);
+        }
+    }
+}
 
 impl ConsumerContext for Rebalancer {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
@@ -102,6 +123,7 @@ impl Projector {
             topic: topic.clone(),
             runtime: tokio::runtime::Handle::current(),
             assigned: Mutex::new(HashSet::new()),
+            last_applied_ms: Mutex::new(std::collections::HashMap::new()),
         };
         let consumer: StreamConsumer<Rebalancer> = self
             .kafka
@@ -111,6 +133,7 @@ impl Projector {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "range")
+            .set("statistics.interval.ms", "5000")
             .create_with_context(context)?;
         consumer.subscribe(&[&topic])?;
         let batch_wait = Duration::from_millis(self.settings.batch_wait_ms);
@@ -124,9 +147,15 @@ impl Projector {
             let mut undecodable = 0usize;
             let mut take = |message: Result<BorrowedMessage<'_>, _>, batch: &mut Vec<Incoming>| match message {
                 Ok(m) => match decode(&m) {
-                    Ok(envelope) => batch.push(Incoming { partition: m.partition(), offset: m.offset(), envelope }),
+                    Ok(envelope) => batch.push(Incoming {
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        timestamp_ms: m.timestamp().to_millis(),
+                        envelope,
+                    }),
                     Err(e) => {
                         undecodable += 1;
+                        platform::metrics::DEAD_LETTERS.with_label_values(&["undecodable"]).inc();
                         tracing::error!(partition = m.partition(), offset = m.offset(), error = %e, "undecodable record skipped");
                     }
                 },
@@ -179,6 +208,14 @@ impl Projector {
         for r in &batch {
             let n = next.entry(r.partition).or_default();
             *n = (*n).max(r.offset + 1);
+        }
+        {
+            let mut last = consumer.context().last_applied_ms.lock().expect("lag table poisoned");
+            for r in &batch {
+                if let Some(ms) = r.timestamp_ms {
+                    last.insert(r.partition, ms);
+                }
+            }
         }
         let mut tpl = TopicPartitionList::new();
         for (p, o) in next {
