@@ -41,7 +41,9 @@ fn every_app_variable_in_the_compose_file_is_a_setting_of_its_service() {
 #[test]
 fn the_compose_file_has_the_whole_deployment_with_health_checks() {
     let doc = compose();
-    for name in ["postgres", "redis", "kafka", "kafka-init", "command-service", "projector", "query-service"] {
+    for name in [
+        "postgres", "redis", "kafka", "kafka-init", "command-service", "projector", "query-service", "prometheus", "grafana",
+    ] {
         assert!(!doc["services"][name].is_badvalue(), "service {name} is missing");
     }
     for name in ["postgres", "redis", "kafka", "command-service", "projector", "query-service"] {
@@ -76,5 +78,31 @@ fn the_configuration_reference_names_every_setting() {
         for var in known {
             assert!(doc.contains(&format!("`{var}`")), "docs/configuration.md does not describe {var} of {name}");
         }
+    }
+}
+
+#[test]
+fn prometheus_and_grafana_are_provisioned_from_files_that_exist() {
+    let doc = compose();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for name in ["prometheus", "grafana"] {
+        for volume in doc["services"][name]["volumes"].as_vec().expect("volumes").iter().filter_map(Yaml::as_str) {
+            if let Some(host) = volume.split(':').next().filter(|h| h.starts_with("./")) {
+                assert!(root.join(host).exists(), "{name} mounts {host}, which does not exist");
+            }
+        }
+    }
+    // Prometheus scrapes every service of the compose file on the port it listens on.
+    let config = std::fs::read_to_string(root.join("deploy/prometheus/prometheus.yml")).unwrap();
+    for (name, port) in [("command-service", "8081"), ("projector", "8083"), ("query-service", "8082")] {
+        assert_eq!(doc["services"][name]["environment"]["APP_HTTP__PORT"].as_str(), Some(port));
+        assert!(config.contains(&format!("{name}:{port}")), "prometheus.yml does not scrape {name}:{port}");
+    }
+    // The dashboard is valid JSON with the panels operators asked for.
+    let dashboard: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("deploy/grafana/dashboards/erp-stock.json")).unwrap()).unwrap();
+    let titles: Vec<&str> = dashboard["panels"].as_array().unwrap().iter().filter_map(|p| p["title"].as_str()).collect();
+    for wanted in ["Top 10 slowest", "Requests per second by route", "CPU", "Memory", "Database connections", "Projection lag", "Outbox backlog", "Cache hit rate"] {
+        assert!(titles.iter().any(|t| t.starts_with(wanted)), "no panel {wanted:?} in {titles:?}");
     }
 }

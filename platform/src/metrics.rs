@@ -18,8 +18,14 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-/// The registry every metric of this process is in.
-pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
+/// The registry every metric of this process is in, with the process's CPU,
+/// memory and file descriptors (`process_*`).
+pub static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
+    let registry = Registry::new();
+    let process = prometheus::process_collector::ProcessCollector::for_self();
+    registry.register(Box::new(process)).expect("process metrics register once");
+    registry
+});
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(metric: T) -> T {
     REGISTRY.register(Box::new(metric.clone())).expect("metric names are unique");
