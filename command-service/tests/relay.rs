@@ -93,3 +93,26 @@ async fn relayed_rows_are_pruned_after_their_retention() -> anyhow::Result<()> {
     assert_eq!(events, 3, "the events themselves stay");
     app.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_correlation_id_of_a_request_travels_into_the_kafka_headers() -> anyhow::Result<()> {
+    let env = TestEnv::new(1).await?;
+    let app = start(settings(&env, true)).await?;
+    let http = reqwest::Client::new();
+    let response = http
+        .post(format!("{}/articles", app.url))
+        .header("x-correlation-id", "order-4711")
+        .header("x-actor", "erp-frontend")
+        .json(&json!({ "article": "ART-C", "name": "n", "category": "c", "unit": { "code": "pcs" } }))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 201);
+    let records = eventually(Duration::from_secs(30), "the event on the topic", || async {
+        let records = read_topic(&env.kafka, &env.kafka.events_topic).await.ok()?;
+        (!records.is_empty()).then_some(records)
+    })
+    .await?;
+    assert_eq!(records[0].header("ce_correlationid"), Some("order-4711"));
+    assert_eq!(records[0].header("ce_actor"), Some("erp-frontend"));
+    app.shutdown().await
+}
