@@ -110,7 +110,10 @@ impl Relay {
             }
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
-                notification = listener.recv() => { notification?; }
+                notification = listener.recv() => {
+                    notification?;
+                    tokio::time::sleep(Duration::from_millis(self.settings.linger_ms)).await;
+                }
                 () = tokio::time::sleep(Duration::from_millis(self.settings.idle_poll_ms)) => {}
             }
         }

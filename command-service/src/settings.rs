@@ -53,6 +53,9 @@ pub struct RelaySettings {
     /// Look for pending rows this often even without a commit notification
     /// (a safety net; commits wake the relay at once), in milliseconds.
     pub idle_poll_ms: u64,
+    /// After a commit wakes the relay, wait this long so that more rows gather
+    /// into one round (fewer produce requests and relay commits), in milliseconds.
+    pub linger_ms: u64,
     /// How long a produce may wait for the broker's acknowledgement, in milliseconds.
     pub produce_timeout_ms: u64,
     /// Relayed rows are deleted after this many seconds.
@@ -61,7 +64,14 @@ pub struct RelaySettings {
 
 impl Default for RelaySettings {
     fn default() -> Self {
-        Self { enabled: true, batch_size: 1000, idle_poll_ms: 1_000, produce_timeout_ms: 10_000, retention_secs: 86_400 }
+        Self {
+            enabled: true,
+            batch_size: 1000,
+            idle_poll_ms: 1_000,
+            linger_ms: 5,
+            produce_timeout_ms: 10_000,
+            retention_secs: 86_400,
+        }
     }
 }
 
