@@ -235,3 +235,28 @@ pub static PROJECTOR_LAG_SECONDS: LazyLock<prometheus::GaugeVec> = LazyLock::new
         .expect("valid metric"),
     )
 });
+
+/// Cache lookups by tier (`memory`, `redis`, `postgres`) and result (`hit`, `miss`).
+pub static CACHE_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(Opts::new("erp_cache_requests_total", "Document lookups by tier and result"), &[
+            "tier", "result",
+        ])
+        .expect("valid metric"),
+    )
+});
+
+/// Invalidation tags received, and entries dropped for size.
+pub static CACHE_EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(Opts::new("erp_cache_events_total", "Cache invalidations and evictions"), &["event"])
+            .expect("valid metric"),
+    )
+});
+
+/// Entries and bytes held by the in-process tier.
+pub static CACHE_SIZE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register(
+        IntGaugeVec::new(Opts::new("erp_cache_memory", "In-process cache size"), &["measure"]).expect("valid metric"),
+    )
+});

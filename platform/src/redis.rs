@@ -26,9 +26,19 @@ impl RedisSettings {
         format!("{}doc:{doc}", self.key_prefix)
     }
 
-    /// The channel on which the projector publishes invalidation tags.
+    /// The channel on which the projector publishes invalidation tags, one per line.
     pub fn invalidation_channel(&self) -> String {
         format!("{}invalidate", self.key_prefix)
+    }
+}
+
+/// The cache tags of a read-model document, from its key: `stock:ART-1`
+/// belongs to `article:ART-1`. The projector publishes these tags when it
+/// rewrites a document; the query-services drop cached entries by them.
+pub fn document_tags(key: &str) -> Vec<String> {
+    match key.split_once(':') {
+        Some(("stock", article)) => vec![format!("article:{article}")],
+        _ => vec![key.to_owned()],
     }
 }
 

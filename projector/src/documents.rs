@@ -100,7 +100,7 @@ pub fn stock_document(article: &str, version: i64, rows: &[StockRow]) -> Documen
         key: stock_key(article),
         version,
         body: serde_json::to_vec(&doc).expect("document serialises"),
-        tags: vec![format!("article:{article}")],
+        tags: platform::redis::document_tags(&stock_key(article)),
     }
 }
 

@@ -1,7 +1,10 @@
 //! Fetching a stored document: Redis first, then PostgreSQL.
 
 use axum::body::Bytes;
+use platform::metrics::CACHE_REQUESTS;
 use platform::redis::{RedisConnection, RedisSettings};
+
+use crate::cache::FetchError;
 use sqlx::PgPool;
 
 /// A read-model document as stored: its version (the ETag) and the JSON bytes.
@@ -24,17 +27,24 @@ impl DocumentStore {
         Ok(Self { pool, redis: RedisConnection::new(&settings)?, settings })
     }
 
-    /// The document under `key`, or `None` when no tier has it.
+    /// The document under `key` from Redis, else PostgreSQL.
     #[tracing::instrument(skip(self), err)]
-    pub async fn get(&self, key: &str) -> anyhow::Result<Option<StoredDocument>> {
+    pub async fn get(&self, key: &str) -> Result<StoredDocument, FetchError> {
         match self.from_redis(key).await {
-            Ok(Some(doc)) => return Ok(Some(doc)),
-            Ok(None) => {}
+            Ok(Some(doc)) => {
+                CACHE_REQUESTS.with_label_values(&["redis", "hit"]).inc();
+                return Ok(doc);
+            }
+            Ok(None) => CACHE_REQUESTS.with_label_values(&["redis", "miss"]).inc(),
             Err(e) => tracing::warn!(error = %e, "redis unavailable; reading PostgreSQL"),
         }
         let query = sqlx::query_as("select version, body from read_documents where key = $1").bind(key);
-        let row: Option<(i64, Vec<u8>)> = platform::metrics::timed("document_by_key", query.fetch_optional(&self.pool)).await?;
-        Ok(row.map(|(version, body)| StoredDocument { version, body: Bytes::from(body) }))
+        let row: Option<(i64, Vec<u8>)> = platform::metrics::timed("document_by_key", query.fetch_optional(&self.pool))
+            .await
+            .map_err(|e| FetchError::Failed(e.into()))?;
+        let result = if row.is_some() { "hit" } else { "miss" };
+        CACHE_REQUESTS.with_label_values(&["postgres", result]).inc();
+        row.map(|(version, body)| StoredDocument { version, body: Bytes::from(body) }).ok_or(FetchError::Missing)
     }
 
     async fn from_redis(&self, key: &str) -> anyhow::Result<Option<StoredDocument>> {

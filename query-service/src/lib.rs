@@ -4,6 +4,7 @@
 //! bytes come from Redis, or from PostgreSQL when Redis does not have them, and
 //! are returned as they are.
 
+pub mod cache;
 pub mod documents;
 pub mod error;
 pub mod routes;

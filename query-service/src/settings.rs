@@ -6,6 +6,8 @@ use platform::redis::RedisSettings;
 use platform::telemetry::LogSettings;
 use serde::{Deserialize, Serialize};
 
+use crate::cache::CacheSettings;
+
 /// The whole configuration of the query-service.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Settings {
@@ -15,6 +17,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// The shared cache tier the projector fills.
     pub redis: RedisSettings,
+    /// The in-process tier.
+    pub cache: CacheSettings,
     /// Logging.
     pub log: LogSettings,
 }
@@ -24,6 +28,12 @@ impl Default for Settings {
         let mut database = DatabaseSettings::default();
         // The projector owns the read-side schema; readers only read.
         database.migrate = false;
-        Self { http: HttpSettings::on_port(8082), database, redis: RedisSettings::default(), log: LogSettings::default() }
+        Self {
+            http: HttpSettings::on_port(8082),
+            database,
+            redis: RedisSettings::default(),
+            cache: CacheSettings::default(),
+            log: LogSettings::default(),
+        }
     }
 }

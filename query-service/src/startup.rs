@@ -8,6 +8,7 @@ use platform::health;
 use platform::shutdown::CancellationToken;
 use tokio::net::TcpListener;
 
+use crate::cache::DocumentCache;
 use crate::documents::DocumentStore;
 use crate::routes;
 use crate::settings::Settings;
@@ -16,6 +17,7 @@ use crate::settings::Settings;
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub documents: Arc<DocumentStore>,
+    pub cache: Arc<DocumentCache>,
 }
 
 /// The API routes, without serving; tests call this directly.
@@ -31,7 +33,12 @@ pub fn router(state: AppState) -> Router {
         }
     });
     let metrics = platform::metrics::router(move || documents.observe_pool());
-    Router::new().merge(routes::stock::router()).with_state(state).merge(health::router(readiness)).merge(metrics)
+    Router::new()
+        .merge(routes::stock::router())
+        .route("/cache/stats", axum::routing::get(cache_stats))
+        .with_state(state)
+        .merge(health::router(readiness))
+        .merge(metrics)
 }
 
 /// A bound, not yet running query-service.
@@ -41,17 +48,20 @@ pub struct Application {
     addr: SocketAddr,
     router: Router,
     shutdown: CancellationToken,
+    cache: Arc<DocumentCache>,
+    redis: platform::redis::RedisSettings,
 }
 
 impl Application {
     pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let pool = platform::db::pool(&settings.database)?;
         platform::db::migrate(&pool, &settings.database).await?;
-        let state = AppState { documents: Arc::new(DocumentStore::new(pool, settings.redis.clone())?) };
+        let cache = Arc::new(DocumentCache::new(&settings.cache));
+        let state = AppState { documents: Arc::new(DocumentStore::new(pool, settings.redis.clone())?), cache: cache.clone() };
         let router = platform::http::with_common_layers(router(state), &settings.http);
         let (listener, addr) = settings.http.bind().await?;
         tracing::info!(%addr, "query-service listening");
-        Ok(Self { listener, addr, router, shutdown })
+        Ok(Self { listener, addr, router, shutdown, cache, redis: settings.redis })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -59,7 +69,29 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        platform::http::serve(self.listener, self.router, self.shutdown).await?;
+        let invalidations = tokio::spawn(self.cache.listen(self.redis, self.shutdown.clone()));
+        platform::http::serve(self.listener, self.router, self.shutdown.clone()).await?;
+        self.shutdown.cancel();
+        invalidations.await?;
         Ok(())
     }
+}
+
+/// `GET /cache/stats`: lookups per tier with hit rates, and the in-process
+/// tier's size, invalidations and evictions (the same figures as `/metrics`).
+async fn cache_stats(axum::extract::State(state): axum::extract::State<AppState>) -> axum::Json<serde_json::Value> {
+    use platform::metrics::{CACHE_EVENTS, CACHE_REQUESTS};
+    let (entries, bytes) = state.cache.size().await;
+    let tier = |name: &str| {
+        let hits = CACHE_REQUESTS.with_label_values(&[name, "hit"]).get();
+        let misses = CACHE_REQUESTS.with_label_values(&[name, "miss"]).get();
+        let rate = if hits + misses == 0 { 0.0 } else { hits as f64 / (hits + misses) as f64 };
+        serde_json::json!({ "hits": hits, "misses": misses, "hit_rate": rate })
+    };
+    let mut memory = tier("memory");
+    memory["entries"] = entries.into();
+    memory["bytes"] = bytes.into();
+    memory["invalidations"] = CACHE_EVENTS.with_label_values(&["invalidation"]).get().into();
+    memory["evictions"] = CACHE_EVENTS.with_label_values(&["eviction"]).get().into();
+    axum::Json(serde_json::json!({ "memory": memory, "redis": tier("redis"), "postgres": tier("postgres") }))
 }

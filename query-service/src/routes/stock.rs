@@ -8,6 +8,7 @@ use axum::routing::get;
 use events::ArticleId;
 
 use super::document_response;
+use crate::cache::FetchError;
 use crate::error::ApiError;
 use crate::startup::AppState;
 
@@ -19,8 +20,11 @@ async fn article_stock(State(state): State<AppState>, Path(article): Path<String
     let article = ArticleId::parse(article)
         .map_err(|e| ApiError::BadParameter { field: "article".into(), reason: e.to_string() })?;
     let key = format!("stock:{article}");
-    match state.documents.get(&key).await.map_err(ApiError::Unavailable)? {
-        Some(doc) => Ok(document_response(doc)),
-        None => Err(ApiError::NotFound(format!("stock of article {article}"))),
+    match state.cache.get(&key, state.documents.get(&key)).await {
+        Ok(doc) => Ok(document_response(doc)),
+        Err(e) => match &*e {
+            FetchError::Missing => Err(ApiError::NotFound(format!("stock of article {article}"))),
+            FetchError::Failed(cause) => Err(ApiError::Unavailable(anyhow::anyhow!("{cause:#}"))),
+        },
     }
 }

@@ -1,0 +1,54 @@
+//! The query-service's in-process tier serves repeated reads from memory and
+//! drops an entry as soon as the projector rewrites the document (by tag, over
+//! Redis), long before its TTL.
+
+use std::time::Duration;
+
+use e2e::Service;
+use serde_json::{Value, json};
+use testkit::{TestEnv, eventually};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cached_document_is_served_from_memory_and_dropped_when_the_projector_rewrites_it() -> anyhow::Result<()> {
+    let env = TestEnv::new(1).await?;
+    let command = Service::start("command-service", &env, &[]).await?;
+    let projector = Service::start("projector", &env, &[]).await?;
+    // A TTL of an hour: only invalidation can refresh the entry within the test.
+    let query = Service::start("query-service", &env, &[("APP_CACHE__TTL_SECS", "3600".to_owned())]).await?;
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| http.post(format!("{}{path}", command.base_url)).json(&body).send();
+    post("/articles", json!({ "article": "ART-Q", "name": "n", "category": "c", "unit": { "code": "pcs" } })).await?;
+    post("/articles/ART-Q/charges", json!({ "charge": "L1", "production_date": "2026-11-01" })).await?;
+    let receipt = json!({ "article": "ART-Q", "charge": "L1", "warehouse": "WH", "quantity": 5 });
+    assert_eq!(post("/stock/receipts", receipt.clone()).await?.status(), 201);
+
+    let url = format!("{}/articles/ART-Q/stock", query.base_url);
+    let stock = |http: reqwest::Client, url: String| async move {
+        let body: Value = http.get(&url).send().await.ok()?.json().await.ok()?;
+        Some(body)
+    };
+    eventually(Duration::from_secs(30), "the first receipt", || async {
+        stock(http.clone(), url.clone()).await.filter(|b| b["on_hand"] == 5)
+    })
+    .await?;
+    for _ in 0..5 {
+        assert_eq!(stock(http.clone(), url.clone()).await.unwrap()["on_hand"], 5);
+    }
+
+    assert_eq!(post("/stock/receipts", receipt).await?.status(), 201);
+    eventually(Duration::from_secs(30), "the second receipt through the cache", || async {
+        stock(http.clone(), url.clone()).await.filter(|b| b["on_hand"] == 10)
+    })
+    .await?;
+
+    let stats: Value = http.get(format!("{}/cache/stats", query.base_url)).send().await?.json().await?;
+    assert!(stats["memory"]["hits"].as_u64().unwrap() >= 5, "{stats}");
+    assert!(stats["memory"]["invalidations"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(stats["memory"]["entries"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(stats["redis"]["hits"].as_u64().unwrap() >= 1, "{stats}");
+
+    for service in [query, projector, command] {
+        service.stop().await?;
+    }
+    Ok(())
+}
