@@ -87,14 +87,16 @@ pub async fn apply_batch(
         *last = sequence;
         result.applied += 1;
         // One command can be followed from its HTTP request to here by its correlation id.
-        tracing::debug!(
+        let _span = tracing::debug_span!(
+            "event",
             correlation_id = %env.correlation_id,
             event_id = %env.event_id,
             stream = %env.stream_id,
             sequence,
             event_type = env.event.event_type(),
-            "event applied"
-        );
+        )
+        .entered();
+        tracing::debug!("event applied");
         metrics::EVENTS_APPLIED.with_label_values(&[env.event.event_type()]).inc();
         let mut change = |charge: &ChargeNo, warehouse: &WarehouseId, on_hand: Option<i64>, reserved: Option<i64>| {
             let key = (env.event.article().to_string(), charge.to_string(), warehouse.to_string());
