@@ -52,3 +52,34 @@ async fn a_cached_document_is_served_from_memory_and_dropped_when_the_projector_
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_holding_the_current_version_gets_304_without_a_body() -> anyhow::Result<()> {
+    let env = TestEnv::new(1).await?;
+    let command = Service::start("command-service", &env, &[]).await?;
+    let projector = Service::start("projector", &env, &[]).await?;
+    let query = Service::start("query-service", &env, &[]).await?;
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| http.post(format!("{}{path}", command.base_url)).json(&body).send();
+    post("/articles", json!({ "article": "ART-E", "name": "n", "category": "c", "unit": { "code": "pcs" } })).await?;
+    post("/articles/ART-E/charges", json!({ "charge": "L1", "production_date": "2026-11-01" })).await?;
+    post("/stock/receipts", json!({ "article": "ART-E", "charge": "L1", "warehouse": "WH", "quantity": 5 })).await?;
+    let url = format!("{}/articles/ART-E/stock", query.base_url);
+    let etag = eventually(Duration::from_secs(30), "the document", || async {
+        let r = http.get(&url).send().await.ok()?;
+        (r.status() == 200).then(|| r.headers()["etag"].to_str().unwrap().to_owned())
+    })
+    .await?;
+    assert_eq!(etag, "\"3\"");
+    let r = http.get(&url).header("if-none-match", &etag).send().await?;
+    assert_eq!(r.status(), 304);
+    assert_eq!(r.headers()["etag"], etag.as_str());
+    assert!(r.headers()["cache-control"].to_str()?.contains("must-revalidate"));
+    assert!(r.bytes().await?.is_empty());
+    let r = http.get(&url).header("if-none-match", "\"2\"").send().await?;
+    assert_eq!(r.status(), 200, "an older version gets the document");
+    for service in [query, projector, command] {
+        service.stop().await?;
+    }
+    Ok(())
+}

@@ -3,6 +3,7 @@
 
 use axum::Router;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
 use events::ArticleId;
@@ -16,12 +17,16 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/articles/{article}/stock", get(article_stock))
 }
 
-async fn article_stock(State(state): State<AppState>, Path(article): Path<String>) -> Result<Response, ApiError> {
+async fn article_stock(
+    State(state): State<AppState>,
+    Path(article): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let article = ArticleId::parse(article)
         .map_err(|e| ApiError::BadParameter { field: "article".into(), reason: e.to_string() })?;
     let key = format!("stock:{article}");
     match state.cache.get(&key, state.documents.get(&key)).await {
-        Ok(doc) => Ok(document_response(doc)),
+        Ok(doc) => Ok(document_response(doc, &headers)),
         Err(e) => match &*e {
             FetchError::Missing => Err(ApiError::NotFound(format!("stock of article {article}"))),
             FetchError::Failed(cause) => Err(ApiError::Unavailable(anyhow::anyhow!("{cause:#}"))),
