@@ -47,6 +47,25 @@ impl DocumentStore {
         row.map(|(version, body)| StoredDocument { version, body: Bytes::from(body) }).ok_or(FetchError::Missing)
     }
 
+    /// The document from PostgreSQL only: current as of the projection's last
+    /// commit (Redis is written just after it).
+    pub async fn get_fresh(&self, key: &str) -> Result<StoredDocument, FetchError> {
+        let query = sqlx::query_as("select version, body from read_documents where key = $1").bind(key);
+        let row: Option<(i64, Vec<u8>)> = platform::metrics::timed("document_by_key", query.fetch_optional(&self.pool))
+            .await
+            .map_err(|e| FetchError::Failed(e.into()))?;
+        row.map(|(version, body)| StoredDocument { version, body: Bytes::from(body) }).ok_or(FetchError::Missing)
+    }
+
+    /// The last sequence of `stream` that `projection` has applied (0 if none).
+    pub async fn applied(&self, projection: &str, stream: &str) -> anyhow::Result<u64> {
+        let query = sqlx::query_as("select sequence from projection_streams where projection = $1 and stream_id = $2")
+            .bind(projection)
+            .bind(stream);
+        let row: Option<(i64,)> = platform::metrics::timed("projection_position", query.fetch_optional(&self.pool)).await?;
+        Ok(row.map_or(0, |(s,)| s as u64))
+    }
+
     async fn from_redis(&self, key: &str) -> anyhow::Result<Option<StoredDocument>> {
         let mut c = self.redis.get().await?;
         let value: Option<Vec<u8>> = redis::cmd("GET").arg(self.settings.doc_key(key)).query_async(&mut c).await?;

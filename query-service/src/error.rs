@@ -13,6 +13,9 @@ pub enum ApiError {
     /// 400: a path or query parameter is malformed.
     #[error("parameter {field}: {reason}")]
     BadParameter { field: String, reason: String },
+    /// 504: the projection did not reach the requested position in time.
+    #[error("the projection has applied {stream} up to {applied}, not yet {wanted}; retry shortly")]
+    NotYetConsistent { stream: String, wanted: u64, applied: u64 },
     /// 503: no tier could answer; the cause is logged, not echoed.
     #[error("read models unavailable")]
     Unavailable(#[source] anyhow::Error),
@@ -25,6 +28,12 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => Problem::new(StatusCode::NOT_FOUND, "not-found", detail),
             ApiError::BadParameter { field, reason } => {
                 Problem::new(StatusCode::BAD_REQUEST, "bad-parameter", detail).with("field", field).with("reason", reason)
+            }
+            ApiError::NotYetConsistent { stream, wanted, applied } => {
+                Problem::new(StatusCode::GATEWAY_TIMEOUT, "consistency-timeout", detail)
+                    .with("stream", stream)
+                    .with("wanted", wanted)
+                    .with("applied", applied)
             }
             ApiError::Unavailable(cause) => {
                 tracing::error!(error = %cause, "no tier could answer");

@@ -5,6 +5,7 @@
 //! are returned as they are.
 
 pub mod cache;
+pub mod consistency;
 pub mod documents;
 pub mod error;
 pub mod routes;

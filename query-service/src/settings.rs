@@ -19,6 +19,8 @@ pub struct Settings {
     pub redis: RedisSettings,
     /// The in-process tier.
     pub cache: CacheSettings,
+    /// Read-your-writes.
+    pub consistency: ConsistencySettings,
     /// Logging.
     pub log: LogSettings,
 }
@@ -33,7 +35,23 @@ impl Default for Settings {
             database,
             redis: RedisSettings::default(),
             cache: CacheSettings::default(),
+            consistency: ConsistencySettings::default(),
             log: LogSettings::default(),
         }
+    }
+}
+
+/// How a request with a consistency token waits for the projection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConsistencySettings {
+    /// The projection whose positions are awaited (the projector's `APP_PROJECTOR__NAME`).
+    pub projection: String,
+    /// Longest wait before answering 504, in milliseconds.
+    pub max_wait_ms: u64,
+}
+
+impl Default for ConsistencySettings {
+    fn default() -> Self {
+        Self { projection: "main".into(), max_wait_ms: 2_000 }
     }
 }

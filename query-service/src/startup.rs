@@ -18,6 +18,7 @@ use crate::settings::Settings;
 pub struct AppState {
     pub documents: Arc<DocumentStore>,
     pub cache: Arc<DocumentCache>,
+    pub consistency: Arc<crate::settings::ConsistencySettings>,
 }
 
 /// The API routes, without serving; tests call this directly.
@@ -57,7 +58,11 @@ impl Application {
         let pool = platform::db::pool(&settings.database)?;
         platform::db::migrate(&pool, &settings.database).await?;
         let cache = Arc::new(DocumentCache::new(&settings.cache));
-        let state = AppState { documents: Arc::new(DocumentStore::new(pool, settings.redis.clone())?), cache: cache.clone() };
+        let state = AppState {
+            documents: Arc::new(DocumentStore::new(pool, settings.redis.clone())?),
+            cache: cache.clone(),
+            consistency: Arc::new(settings.consistency.clone()),
+        };
         let router = platform::http::with_common_layers(router(state), &settings.http);
         let (listener, addr) = settings.http.bind().await?;
         tracing::info!(%addr, "query-service listening");

@@ -2,7 +2,7 @@
 //! article, per warehouse and per charge.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
@@ -10,6 +10,7 @@ use events::ArticleId;
 
 use super::document_response;
 use crate::cache::FetchError;
+use crate::consistency;
 use crate::error::ApiError;
 use crate::startup::AppState;
 
@@ -21,11 +22,19 @@ async fn article_stock(
     State(state): State<AppState>,
     Path(article): Path<String>,
     headers: HeaderMap,
+    Query(params): Query<consistency::Params>,
 ) -> Result<Response, ApiError> {
     let article = ArticleId::parse(article)
         .map_err(|e| ApiError::BadParameter { field: "article".into(), reason: e.to_string() })?;
     let key = format!("stock:{article}");
-    match state.cache.get(&key, state.documents.get(&key)).await {
+    let fetched = match consistency::token(&headers, params)? {
+        Some(token) => {
+            consistency::wait(&state, &token).await?;
+            state.documents.get_fresh(&key).await.map_err(std::sync::Arc::new)
+        }
+        None => state.cache.get(&key, state.documents.get(&key)).await,
+    };
+    match fetched {
         Ok(doc) => Ok(document_response(doc, &headers)),
         Err(e) => match &*e {
             FetchError::Missing => Err(ApiError::NotFound(format!("stock of article {article}"))),
