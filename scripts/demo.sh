@@ -67,5 +67,12 @@ Try:
   curl -s -X POST $COMMAND_URL/stock/receipts -H 'content-type: application/json' \\
        -d '{"article":"ART-1000","charge":"L-2026-11-A","warehouse":"WH-NORTH","quantity":25}'
 
+  # read your own write: pass the consistency_token the command answered with
+  curl -s $QUERY_URL/articles/ART-1000/stock -H 'X-Consistency-Token: article:ART-1000@10'
+
+  curl -s $COMMAND_URL/openapi.json      # the write API (docs/commands.md)
+  curl -s $QUERY_URL/cache/stats          # the read side's cache tiers
+  curl -s $COMMAND_URL/metrics            # Prometheus metrics (every service)
+
 Stop everything with: scripts/stop.sh
 TXT
