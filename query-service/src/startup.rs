@@ -93,10 +93,14 @@ async fn cache_stats(axum::extract::State(state): axum::extract::State<AppState>
         let rate = if hits + misses == 0 { 0.0 } else { hits as f64 / (hits + misses) as f64 };
         serde_json::json!({ "hits": hits, "misses": misses, "hit_rate": rate })
     };
+    let mut redis = tier("redis");
+    redis["errors"] = CACHE_REQUESTS.with_label_values(&["redis", "error"]).get().into();
+    redis["skipped"] = CACHE_REQUESTS.with_label_values(&["redis", "skipped"]).get().into();
+    redis["breaker"] = if state.documents.redis_breaker_open() { "open" } else { "closed" }.into();
     let mut memory = tier("memory");
     memory["entries"] = entries.into();
     memory["bytes"] = bytes.into();
     memory["invalidations"] = CACHE_EVENTS.with_label_values(&["invalidation"]).get().into();
     memory["evictions"] = CACHE_EVENTS.with_label_values(&["eviction"]).get().into();
-    axum::Json(serde_json::json!({ "memory": memory, "redis": tier("redis"), "postgres": tier("postgres") }))
+    axum::Json(serde_json::json!({ "memory": memory, "redis": redis, "postgres": tier("postgres") }))
 }
