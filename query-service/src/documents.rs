@@ -91,13 +91,7 @@ impl DocumentStore {
         } else {
             CACHE_REQUESTS.with_label_values(&["redis", "skipped"]).inc();
         }
-        let query = sqlx::query_as("select version, body from read_documents where key = $1").bind(key);
-        let row: Option<(i64, Vec<u8>)> = platform::metrics::timed("document_by_key", query.fetch_optional(&self.pool))
-            .await
-            .map_err(|e| FetchError::Failed(e.into()))?;
-        let result = if row.is_some() { "hit" } else { "miss" };
-        CACHE_REQUESTS.with_label_values(&["postgres", result]).inc();
-        row.map(|(version, body)| StoredDocument { version, body: Bytes::from(body) }).ok_or(FetchError::Missing)
+        self.get_fresh(key).await
     }
 
     /// The document from PostgreSQL only: current as of the projection's last
@@ -107,6 +101,7 @@ impl DocumentStore {
         let row: Option<(i64, Vec<u8>)> = platform::metrics::timed("document_by_key", query.fetch_optional(&self.pool))
             .await
             .map_err(|e| FetchError::Failed(e.into()))?;
+        CACHE_REQUESTS.with_label_values(&["postgres", if row.is_some() { "hit" } else { "miss" }]).inc();
         row.map(|(version, body)| StoredDocument { version, body: Bytes::from(body) }).ok_or(FetchError::Missing)
     }
 
