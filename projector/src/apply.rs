@@ -39,6 +39,8 @@ pub struct Applied {
     pub gaps: usize,
     /// Documents rewritten, to be pushed to Redis.
     pub documents: Vec<Document>,
+    /// The next offset to consume per partition, as stored with the batch.
+    pub next_offsets: BTreeMap<i32, i64>,
 }
 
 /// Applies `batch` and stores the next offset of every partition in it, atomically.
@@ -192,12 +194,11 @@ pub async fn apply_batch(
     .execute(&mut *tx)
     .await?;
 
-    let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
     for record in batch {
-        let next = next_offsets.entry(record.partition).or_insert(0);
+        let next = result.next_offsets.entry(record.partition).or_insert(0);
         *next = (*next).max(record.offset + 1);
     }
-    store_offsets(&mut tx, projection, topic, &next_offsets).await?;
+    store_offsets(&mut tx, projection, topic, &result.next_offsets).await?;
     tx.commit().await?;
     Ok(result)
 }

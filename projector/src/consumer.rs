@@ -204,11 +204,6 @@ impl Projector {
         if let Err(e) = self.sink.publish(&applied.documents).await {
             tracing::warn!(error = %e, "pushing documents to Redis failed; the query-service falls back to PostgreSQL");
         }
-        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
-        for r in &batch {
-            let n = next.entry(r.partition).or_default();
-            *n = (*n).max(r.offset + 1);
-        }
         {
             let mut last = consumer.context().last_applied_ms.lock().expect("lag table poisoned");
             for r in &batch {
@@ -218,8 +213,8 @@ impl Projector {
             }
         }
         let mut tpl = TopicPartitionList::new();
-        for (p, o) in next {
-            tpl.add_partition_offset(topic, p, Offset::Offset(o))?;
+        for (p, o) in &applied.next_offsets {
+            tpl.add_partition_offset(topic, *p, Offset::Offset(*o))?;
         }
         if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
             tracing::debug!(error = %e, "committing offsets to Kafka failed (informational only)");
