@@ -34,36 +34,31 @@ fn validate(s: &str) -> Result<(), IdError> {
     }
 }
 
-macro_rules! code_id {
-    ($(#[$doc:meta])* $name:ident) => {
+/// A string newtype validated by its own `parse`: serde, conversions,
+/// `Display` and a JSON Schema (`$schema`) for it.
+macro_rules! validated_string {
+    ($(#[$doc:meta])* $name:ident, $error:ty, $schema:tt) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
 
         impl $name {
-            /// Validates `s` as an identifier.
-            pub fn parse(s: impl Into<String>) -> Result<Self, IdError> {
-                let s = s.into();
-                validate(&s)?;
-                Ok(Self(s))
-            }
-
             pub fn as_str(&self) -> &str {
                 &self.0
             }
         }
 
         impl TryFrom<String> for $name {
-            type Error = IdError;
-            fn try_from(s: String) -> Result<Self, IdError> {
+            type Error = $error;
+            fn try_from(s: String) -> Result<Self, $error> {
                 Self::parse(s)
             }
         }
 
         impl From<$name> for String {
-            fn from(id: $name) -> String {
-                id.0
+            fn from(v: $name) -> String {
+                v.0
             }
         }
 
@@ -79,12 +74,26 @@ macro_rules! code_id {
             }
 
             fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-                schemars::json_schema!({
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": MAX_ID_LEN,
-                    "pattern": "^[A-Za-z0-9._-]+$",
-                })
+                schemars::json_schema!($schema)
+            }
+        }
+    };
+}
+
+macro_rules! code_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        validated_string!(
+            $(#[$doc])* $name,
+            IdError,
+            { "type": "string", "minLength": 1, "maxLength": MAX_ID_LEN, "pattern": "^[A-Za-z0-9._-]+$" }
+        );
+
+        impl $name {
+            /// Validates `s` as an identifier.
+            pub fn parse(s: impl Into<String>) -> Result<Self, IdError> {
+                let s = s.into();
+                validate(&s)?;
+                Ok(Self(s))
             }
         }
     };
@@ -125,10 +134,11 @@ pub enum TextError {
 
 macro_rules! text {
     ($(#[$doc:meta])* $name:ident) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        validated_string!(
+            $(#[$doc])* $name,
+            TextError,
+            { "type": "string", "minLength": 1, "maxLength": MAX_TEXT_LEN }
+        );
 
         impl $name {
             /// Trims `s` and checks it is non-blank, short and printable.
@@ -145,39 +155,6 @@ macro_rules! text {
                 } else {
                     Ok(Self(s.to_owned()))
                 }
-            }
-
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl TryFrom<String> for $name {
-            type Error = TextError;
-            fn try_from(s: String) -> Result<Self, TextError> {
-                Self::parse(s)
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(t: $name) -> String {
-                t.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-
-        impl schemars::JsonSchema for $name {
-            fn schema_name() -> std::borrow::Cow<'static, str> {
-                stringify!($name).into()
-            }
-
-            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-                schemars::json_schema!({ "type": "string", "minLength": 1, "maxLength": MAX_TEXT_LEN })
             }
         }
     };
