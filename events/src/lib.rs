@@ -30,5 +30,8 @@ pub use ids::{
 };
 pub use policy::{Context, FUTURE_TOLERANCE, Policy};
 pub use quantity::{Counted, Quantity, QuantityError};
-pub use state::{ArticleInfo, ArticleState, Bucket, ChargeState, LedgerEntry, POSTING_WINDOW, Reservation, evolve};
+pub use state::{
+    ArticleInfo, ArticleState, Bucket, ChargeState, LedgerEntry, POSTING_WINDOW, Reservation, Unfoldable, check_foldable, evolve,
+    try_evolve,
+};
 pub use values::{DecimalError, DecimalValue, Measurement, QualityStatus, Unit, UnitCode, UnitError};

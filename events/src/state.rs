@@ -130,6 +130,20 @@ impl Bucket {
 }
 
 impl ArticleState {
+    /// The state with every bucket's ledger folded into its opening balance.
+    /// Every current figure stays (on hand, reserved, charges, reservations),
+    /// but backdated movements can no longer be checked against it: for
+    /// readers that keep current balances (the projector), never for `decide`.
+    pub fn without_ledger(mut self) -> Self {
+        for charge in self.charges.values_mut() {
+            for bucket in charge.stock.values_mut() {
+                bucket.opening = bucket.on_hand;
+                bucket.ledger.clear();
+            }
+        }
+        self
+    }
+
     /// The earliest posting time the ledger can still check.
     pub fn horizon(&self) -> Option<DateTime<Utc>> {
         self.latest_posting.map(|t| t - POSTING_WINDOW)
@@ -175,6 +189,73 @@ impl ArticleState {
         } else if let Some(r) = self.reservations.get_mut(id) {
             r.remaining = remaining;
         }
+    }
+}
+
+/// Why an event cannot be folded into a state: the stream is not what the
+/// event was decided on (a defect, a lost event or a corrupted record). Readers
+/// that fold events they did not decide themselves (the projector, the
+/// analysts' tools) check this with [`try_evolve`] instead of trusting it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unfoldable {
+    #[error("the article is not registered")]
+    ArticleNotRegistered,
+    #[error("the article is already registered")]
+    ArticleAlreadyRegistered,
+    #[error("charge {0} is not registered")]
+    ChargeNotRegistered(ChargeNo),
+    #[error("charge {0} is already registered")]
+    ChargeAlreadyRegistered(ChargeNo),
+    #[error("reservation {0} is not open")]
+    ReservationNotOpen(ReservationId),
+}
+
+/// [`evolve`], after [`check_foldable`].
+pub fn try_evolve(state: ArticleState, event: &Event) -> Result<ArticleState, Unfoldable> {
+    check_foldable(&state, event)?;
+    Ok(evolve(state, event))
+}
+
+/// Whether an event fits the state structurally: the article, charge or
+/// reservation it refers to exists (or, for registrations, does not yet).
+/// This is no business rule (those are [`crate::decide`]'s); it is what
+/// [`evolve`] relies on.
+pub fn check_foldable(state: &ArticleState, event: &Event) -> Result<(), Unfoldable> {
+    let registered = state.article.is_some();
+    let charge = |c: &ChargeNo| {
+        if !registered {
+            Err(Unfoldable::ArticleNotRegistered)
+        } else if state.charges.contains_key(c) {
+            Ok(())
+        } else {
+            Err(Unfoldable::ChargeNotRegistered(c.clone()))
+        }
+    };
+    let open = |r: &ReservationId| {
+        if state.reservations.contains_key(r) { Ok(()) } else { Err(Unfoldable::ReservationNotOpen(r.clone())) }
+    };
+    match event {
+        Event::ArticleRegistered(_) if registered => Err(Unfoldable::ArticleAlreadyRegistered),
+        Event::ArticleRegistered(_) => Ok(()),
+        Event::ArticleRenamed(_)
+        | Event::ArticleCategoryChanged(_)
+        | Event::ReorderPointChanged(_)
+        | Event::ArticleDiscontinued(_) => registered.then_some(()).ok_or(Unfoldable::ArticleNotRegistered),
+        Event::ChargeRegistered(e) => match charge(&e.charge) {
+            Ok(()) => Err(Unfoldable::ChargeAlreadyRegistered(e.charge.clone())),
+            Err(Unfoldable::ChargeNotRegistered(_)) => Ok(()),
+            Err(other) => Err(other),
+        },
+        Event::QualityResultRecorded(e) => charge(&e.charge),
+        Event::ChargeBlocked(e) => charge(&e.charge),
+        Event::ChargeReleased(e) => charge(&e.charge),
+        Event::StockReceived(e) => charge(&e.charge),
+        Event::StockIssued(e) => charge(&e.charge),
+        Event::StockTransferred(e) => charge(&e.charge),
+        Event::InventoryCounted(e) => charge(&e.charge),
+        Event::StockReserved(e) => charge(&e.charge),
+        Event::ReservationReleased(e) => charge(&e.charge).and(open(&e.reservation)),
+        Event::ReservationConsumed(e) => charge(&e.charge).and(open(&e.reservation)),
     }
 }
 
@@ -275,5 +356,55 @@ mod tests {
         assert_eq!(b.ledger.len(), 1);
         assert_eq!(b.balance_at(t(4)), 7);
         assert_eq!(b.balance_at(t(6)), 11);
+    }
+
+    #[test]
+    fn an_event_that_does_not_fit_the_state_is_refused_and_leaves_it_unchanged() {
+        use crate::{ArticleId, Quantity, StockReceived};
+        let receipt = Event::StockReceived(StockReceived {
+            article: ArticleId::parse("A").unwrap(),
+            charge: ChargeNo::parse("C").unwrap(),
+            warehouse: WarehouseId::parse("W").unwrap(),
+            quantity: Quantity::new(1).unwrap(),
+            posted_at: t(1),
+            balance_at_posting: 1,
+            on_hand_after: 1,
+        });
+        assert_eq!(try_evolve(ArticleState::default(), &receipt), Err(Unfoldable::ArticleNotRegistered));
+        let registered = ArticleState {
+            article: Some(ArticleInfo {
+                name: ArticleName::parse("n").unwrap(),
+                category: Category::parse("c").unwrap(),
+                unit: Unit::new("pcs", 0).unwrap(),
+                reorder_point: None,
+                discontinued: false,
+            }),
+            version: 1,
+            ..Default::default()
+        };
+        let refused = try_evolve(registered.clone(), &receipt);
+        assert_eq!(refused, Err(Unfoldable::ChargeNotRegistered(ChargeNo::parse("C").unwrap())));
+    }
+
+    #[test]
+    fn without_ledger_keeps_the_balances_and_forgets_the_postings() {
+        let mut state = ArticleState::default();
+        let mut bucket = Bucket::default();
+        bucket.post(t(1), 1, 10);
+        bucket.post(t(2), 2, -4);
+        bucket.reserved = 3;
+        state.charges.insert(
+            ChargeNo::parse("C").unwrap(),
+            ChargeState {
+                production_date: "2026-01-01".parse().unwrap(),
+                expiry_date: None,
+                quality_status: QualityStatus::Approved,
+                blocked: None,
+                stock: [(WarehouseId::parse("W").unwrap(), bucket)].into(),
+            },
+        );
+        let state = state.without_ledger();
+        let bucket = &state.charges.values().next().unwrap().stock.values().next().unwrap();
+        assert_eq!((bucket.on_hand, bucket.reserved, bucket.opening, bucket.ledger.len()), (6, 3, 6, 0));
     }
 }
