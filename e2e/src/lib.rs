@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use testkit::TestEnv;
+use chrono::Utc;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use testkit::{TestEnv, eventually};
 use tokio::process::{Child, Command};
 
 /// One of the three service binaries, running.
@@ -23,6 +26,27 @@ fn binary(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first", path.display());
     path
+}
+
+/// Runs a service binary's admin command (e.g. `projector rebuild`) with the
+/// test's settings; returns its standard output, or fails with its standard error.
+pub async fn run_command(name: &'static str, env: &TestEnv, args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new(binary(name))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("APP_DATABASE__URL", &env.database.url)
+        .env("APP_KAFKA__BROKERS", &env.kafka.brokers)
+        .env("APP_KAFKA__EVENTS_TOPIC", &env.kafka.events_topic)
+        .env("APP_REDIS__URL", &env.redis.url)
+        .env("APP_REDIS__KEY_PREFIX", &env.redis.key_prefix)
+        .stdin(Stdio::null())
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    anyhow::ensure!(output.status.success(), "{name} {args:?} failed with {}: {stderr}", output.status);
+    Ok(stdout)
 }
 
 impl Service {
@@ -46,9 +70,7 @@ impl Service {
             .env("APP_LOG__FILTER", "info")
             .stdin(Stdio::null())
             .kill_on_drop(true);
-        if name != "query-service" {
-            command.env("APP_KAFKA__BROKERS", &env.kafka.brokers).env("APP_KAFKA__EVENTS_TOPIC", &env.kafka.events_topic);
-        }
+        command.env("APP_KAFKA__BROKERS", &env.kafka.brokers).env("APP_KAFKA__EVENTS_TOPIC", &env.kafka.events_topic);
         if name != "command-service" {
             command.env("APP_REDIS__URL", &env.redis.url).env("APP_REDIS__KEY_PREFIX", &env.redis.key_prefix);
         }
@@ -79,3 +101,52 @@ impl Service {
         Ok(())
     }
 }
+
+/// Posts a mixed history through the command-service: registrations, charges,
+/// receipts, transfers, a backdated issue, reservations, a count, a block.
+pub async fn post_history(command: &str, articles: usize) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let post = |path: String, body: Value| {
+        let http = http.clone();
+        async move {
+            let r = http.post(format!("{command}{path}")).json(&body).send().await?;
+            anyhow::ensure!(r.status().is_success(), "POST {path}: {} {}", r.status(), r.text().await?);
+            anyhow::Ok(())
+        }
+    };
+    for i in 0..articles {
+        let a = format!("ART-{i}");
+        let category = ["bolts", "glue", "paint"][i % 3];
+        post("/articles".into(), json!({ "article": a, "name": format!("Article {i}"), "category": category, "unit": { "code": "pcs" }, "reorder_point": 50 })).await?;
+        for c in ["L1", "L2"] {
+            post(format!("/articles/{a}/charges"), json!({ "charge": c, "production_date": format!("2026-10-{:02}", 1 + i % 28) })).await?;
+        }
+        let hours_ago = |h: i64| (Utc::now() - chrono::Duration::hours(h)).to_rfc3339();
+        post("/stock/receipts".into(), json!({ "article": a, "charge": "L1", "warehouse": "W1", "quantity": 40 + i, "posted_at": hours_ago(3) })).await?;
+        post("/stock/receipts".into(), json!({ "article": a, "charge": "L2", "warehouse": "W2", "quantity": 10 })).await?;
+        post("/stock/transfers".into(), json!({ "article": a, "charge": "L1", "from": "W1", "to": "W2", "quantity": 5 })).await?;
+        // Before the transfer in posting time: the transfer's balance shifts.
+        post("/stock/issues".into(), json!({ "article": a, "charge": "L1", "warehouse": "W1", "quantity": 3, "posted_at": hours_ago(2) })).await?;
+        post(format!("/articles/{a}/reservations"), json!({ "reservation": "R1", "charge": "L2", "warehouse": "W2", "quantity": 4, "reference": "order" })).await?;
+        post("/stock/inventory-counts".into(), json!({ "article": a, "charge": "L2", "warehouse": "W2", "counted": 9 })).await?;
+        if i % 4 == 0 {
+            post(format!("/articles/{a}/charges/L2/block"), json!({ "reason": "inspection" })).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits until the serving generation has applied every event in the event store.
+pub async fn caught_up(pool: &PgPool) -> anyhow::Result<()> {
+    eventually(Duration::from_secs(60), "the projection to catch up", || async {
+        let written: i64 = sqlx::query_scalar("select count(*) from events").fetch_one(pool).await.ok()?;
+        let generation = platform::readmodel::active(pool).await.ok()??;
+        let applied: Option<i64> = sqlx::query_scalar(&format!("select sum(sequence)::int8 from {}.streams", generation.schema))
+            .fetch_one(pool)
+            .await
+            .ok()?;
+        (written > 0 && applied == Some(written)).then_some(())
+    })
+    .await
+}
+

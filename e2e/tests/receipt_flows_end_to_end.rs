@@ -46,11 +46,15 @@ async fn a_posted_receipt_is_served_by_the_query_service() -> anyhow::Result<()>
         { "warehouse": "WH-A", "on_hand": 45, "reserved": 0, "available": 45 },
         { "warehouse": "WH-B", "on_hand": 2, "reserved": 0, "available": 2 },
     ]));
-    assert_eq!(stock["charges"].as_array().map(Vec::len), Some(3));
+    assert_eq!(stock["charges"].as_array().map(Vec::len), Some(2));
+    assert_eq!(stock["charges"][0]["charge"], "L1");
+    assert_eq!(stock["charges"][0]["on_hand"], 42);
+    assert_eq!(stock["charges"][0]["production_date"], "2026-11-01");
+    assert_eq!(stock["charges"][0]["warehouses"].as_array().map(Vec::len), Some(2));
 
     // The projector wrote the same bytes to Redis that the query-service returns.
     let mut redis = redis::Client::open(env.redis.url.as_str())?.get_multiplexed_async_connection().await?;
-    let stored: Vec<u8> = redis::cmd("GET").arg(env.redis.doc_key("stock:ART-1")).query_async(&mut redis).await?;
+    let stored: Vec<u8> = redis::cmd("GET").arg(env.redis.doc_key(1, "stock:ART-1")).query_async(&mut redis).await?;
     let served = http.get(&url).send().await?.bytes().await?;
     assert_eq!(stored, [b"6\n".as_slice(), &served].concat());
 

@@ -215,6 +215,14 @@ pub static DEAD_LETTERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Streams waiting behind a parked (poison) record.
+pub static HALTED_STREAMS: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    register(
+        prometheus::IntGauge::new("erp_projector_halted_streams", "Streams waiting behind a parked poison record")
+            .expect("valid metric"),
+    )
+});
+
 /// Projector lag per partition in offsets (end of the partition minus position).
 pub static PROJECTOR_LAG_OFFSETS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register(

@@ -21,26 +21,41 @@ impl Default for RedisSettings {
 }
 
 impl RedisSettings {
-    /// The Redis key of a read-model document, e.g. `erp:doc:stock:ART-1`.
-    pub fn doc_key(&self, doc: &str) -> String {
-        format!("{}doc:{doc}", self.key_prefix)
+    /// Prefix of every key of one read-model generation, e.g. `erp:g1:`.
+    pub fn generation_prefix(&self, generation: i64) -> String {
+        format!("{}g{generation}:", self.key_prefix)
     }
 
-    /// The channel on which the projector publishes invalidation tags, one per line.
+    /// The Redis key of a read-model document, e.g. `erp:g1:doc:stock:ART-1`.
+    pub fn doc_key(&self, generation: i64, doc: &str) -> String {
+        format!("{}doc:{doc}", self.generation_prefix(generation))
+    }
+
+    /// Set by the projector when it starts copying a generation's documents
+    /// into Redis; its absence (a flush, a restarted Redis) makes it copy them again.
+    pub fn synced_key(&self, generation: i64) -> String {
+        format!("{}synced", self.generation_prefix(generation))
+    }
+
+    /// The serving generation, for readers that cannot reach PostgreSQL.
+    pub fn active_generation_key(&self) -> String {
+        format!("{}active-generation", self.key_prefix)
+    }
+
+    /// Documents most asked for, by the query-services (a sorted set), for warm-up.
+    pub fn hot_keys_key(&self, generation: i64) -> String {
+        format!("{}hot", self.generation_prefix(generation))
+    }
+
+    /// The channel on which the projector publishes invalidation tags, one per
+    /// line; [`ALL_TAG`] drops everything.
     pub fn invalidation_channel(&self) -> String {
         format!("{}invalidate", self.key_prefix)
     }
 }
 
-/// The cache tags of a read-model document, from its key: `stock:ART-1`
-/// belongs to `article:ART-1`. The projector publishes these tags when it
-/// rewrites a document; the query-services drop cached entries by them.
-pub fn document_tags(key: &str) -> Vec<String> {
-    match key.split_once(':') {
-        Some(("stock", article)) => vec![format!("article:{article}")],
-        _ => vec![key.to_owned()],
-    }
-}
+/// The invalidation tag that drops every cached entry (a generation swap).
+pub const ALL_TAG: &str = crate::tags::ALL;
 
 /// A Redis connection made on first use and re-made after failures, with short
 /// timeouts: a down Redis costs a caller half a second at most, never a hang.

@@ -1,37 +1,66 @@
 //! The Kafka side of the projector: a consumer group member that collects
-//! batches, has them applied, and resumes from the offsets stored in PostgreSQL.
+//! batches, has them applied to the serving generation, and resumes from the
+//! offsets stored in PostgreSQL.
 //!
 //! PostgreSQL, not Kafka, is the source of truth for where a projection stands:
 //! when partitions are assigned, each is positioned at the next offset stored
-//! with the read models (from the beginning when none is stored). Offsets are
-//! also committed to Kafka, only so that standard lag tools see them.
+//! with the serving generation's read models (from the beginning when none is
+//! stored). Offsets are also committed to Kafka, only so that standard lag
+//! tools see them.
+//!
+//! Rebalances happen inside `recv()`, which the loop calls only between
+//! batches, so a batch in hand is always finished before its partitions are
+//! given up; records fetched for partitions revoked while a batch gathers are
+//! dropped (their new owner resumes from the stored offsets). When a rebuild
+//! has moved the pointer to a new generation, the next batch notices it in its
+//! transaction, is rolled back, and every assigned partition is positioned at
+//! the new generation's offsets.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use events::RecordedEvent;
 use platform::kafka::KafkaSettings;
+use platform::readmodel::Generation;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::message::BorrowedMessage;
 use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{Incoming, apply_batch, load_offsets};
+use crate::dead_letters::DeadLetterTopic;
+use crate::record::Incoming;
 use crate::settings::ProjectorSettings;
-use crate::sink::RedisSink;
+use crate::sink::{RedisSink, repair};
+use crate::store::{ApplyError, Mode, Outcome, StateCache, Statements, apply_batch};
 
 /// Positions assigned partitions from PostgreSQL and tracks which are ours.
 struct Rebalancer {
     pool: PgPool,
-    projection: String,
     topic: String,
+    generation: Arc<Mutex<Generation>>,
     runtime: tokio::runtime::Handle,
     assigned: Mutex<HashSet<i32>>,
     /// Kafka timestamp (ms) of the last applied record, per partition.
-    last_applied_ms: Mutex<std::collections::HashMap<i32, i64>>,
+    last_applied_ms: Mutex<HashMap<i32, i64>>,
+}
+
+impl Rebalancer {
+    fn stored_offsets(&self) -> BTreeMap<i32, i64> {
+        let generation = self.generation.lock().expect("generation poisoned").clone();
+        let sql = Statements::new(generation);
+        // Runs inside `recv()` on a runtime worker: block this worker only.
+        let stored = tokio::task::block_in_place(|| {
+            self.runtime.block_on(async {
+                let mut conn = self.pool.acquire().await?;
+                sql.load_offsets(&mut conn, &self.topic).await
+            })
+        });
+        stored.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read stored offsets; resuming from Kafka's committed offsets");
+            BTreeMap::new()
+        })
+    }
 }
 
 impl ClientContext for Rebalancer {
@@ -59,18 +88,8 @@ impl ConsumerContext for Rebalancer {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                // Runs inside `recv()` on a runtime worker: block this worker only.
-                let stored = tokio::task::block_in_place(|| {
-                    self.runtime.block_on(load_offsets(&self.pool, &self.projection, &self.topic))
-                });
-                let stored = stored.unwrap_or_else(|e| {
-                    tracing::error!(error = %e, "cannot read stored offsets; resuming from Kafka's committed offsets");
-                    BTreeMap::new()
-                });
-                let mut partitions = Vec::new();
-                for element in tpl.elements() {
-                    partitions.push(element.partition());
-                }
+                let stored = self.stored_offsets();
+                let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 for &p in &partitions {
                     let offset = stored.get(&p).map_or(Offset::Beginning, |o| Offset::Offset(*o));
                     if let Err(e) = tpl.set_partition_offset(&self.topic, p, offset) {
@@ -101,6 +120,7 @@ pub struct Projector {
     sink: Arc<RedisSink>,
     kafka: KafkaSettings,
     settings: ProjectorSettings,
+    dead_letters: DeadLetterTopic,
 }
 
 impl std::fmt::Debug for Projector {
@@ -109,21 +129,40 @@ impl std::fmt::Debug for Projector {
     }
 }
 
+/// What a batch came to.
+enum Applied {
+    Committed(Outcome),
+    /// The pointer names another generation now; nothing was written.
+    GenerationChanged(Generation),
+}
+
 impl Projector {
-    pub fn new(pool: PgPool, sink: Arc<RedisSink>, kafka: KafkaSettings, settings: ProjectorSettings) -> Self {
-        Self { pool, sink, kafka, settings }
+    pub fn new(
+        pool: PgPool,
+        sink: Arc<RedisSink>,
+        kafka: KafkaSettings,
+        settings: ProjectorSettings,
+    ) -> anyhow::Result<Self> {
+        let dead_letters = DeadLetterTopic::new(&kafka)?;
+        Ok(Self { pool, sink, kafka, settings, dead_letters })
     }
 
     /// Runs until `shutdown` is cancelled; the batch in hand is finished first.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let topic = self.kafka.events_topic.clone();
+        let generation = platform::readmodel::active(&self.pool)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no read-model generation: the migrations have not run"))?;
+        tracing::info!(generation = generation.id, "projecting into the serving generation");
+        let shared = Arc::new(Mutex::new(generation.clone()));
+        let mut sql = Statements::new(generation);
         let context = Rebalancer {
             pool: self.pool.clone(),
-            projection: self.settings.name.clone(),
             topic: topic.clone(),
+            generation: shared.clone(),
             runtime: tokio::runtime::Handle::current(),
             assigned: Mutex::new(HashSet::new()),
-            last_applied_ms: Mutex::new(std::collections::HashMap::new()),
+            last_applied_ms: Mutex::new(HashMap::new()),
         };
         let consumer: StreamConsumer<Rebalancer> = self
             .kafka
@@ -136,36 +175,28 @@ impl Projector {
             .set("statistics.interval.ms", "5000")
             .create_with_context(context)?;
         consumer.subscribe(&[&topic])?;
-        let batch_wait = Duration::from_millis(self.settings.batch_wait_ms);
+        if let Err(e) = self.sink.announce_generation(sql.generation.id).await {
+            tracing::warn!(error = %e, "cannot announce the generation in Redis");
+        }
+        let repairs = tokio::spawn(repair_loop(self.pool.clone(), self.sink.clone(), shared.clone(), shutdown.clone()));
 
+        let batch_wait = Duration::from_millis(self.settings.batch_wait_ms);
+        let mut cache = StateCache::default();
         loop {
             let first = tokio::select! {
                 () = shutdown.cancelled() => break,
                 message = consumer.recv() => message,
             };
             let mut batch = Vec::with_capacity(self.settings.batch_size);
-            let mut undecodable = 0usize;
-            let mut take = |message: Result<BorrowedMessage<'_>, _>, batch: &mut Vec<Incoming>| match message {
-                Ok(m) => match decode(&m) {
-                    Ok(envelope) => batch.push(Incoming {
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        timestamp_ms: m.timestamp().to_millis(),
-                        envelope,
-                    }),
-                    Err(e) => {
-                        undecodable += 1;
-                        platform::metrics::DEAD_LETTERS.with_label_values(&["undecodable"]).inc();
-                        tracing::error!(partition = m.partition(), offset = m.offset(), error = %e, "undecodable record skipped");
-                    }
-                },
+            match first {
+                Ok(m) => batch.push(Incoming::from_message(&m)),
                 Err(e) => tracing::warn!(error = %e, "consumer error"),
-            };
-            take(first, &mut batch);
+            }
             let deadline = tokio::time::Instant::now() + batch_wait;
             while batch.len() < self.settings.batch_size {
                 match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                    Ok(message) => take(message, &mut batch),
+                    Ok(Ok(m)) => batch.push(Incoming::from_message(&m)),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "consumer error"),
                     Err(_) => break,
                 }
             }
@@ -176,57 +207,148 @@ impl Projector {
             if batch.is_empty() {
                 continue;
             }
-            self.apply(&consumer, &topic, batch, &shutdown).await?;
+            match self.apply(&sql, &topic, &batch, &mut cache, &shutdown).await? {
+                Applied::Committed(outcome) => self.after_commit(&consumer, &sql, &topic, &batch, outcome).await,
+                Applied::GenerationChanged(generation) => {
+                    tracing::info!(from = sql.generation.id, to = generation.id, "the read models were rebuilt; switching generation");
+                    *shared.lock().expect("generation poisoned") = generation.clone();
+                    sql = Statements::new(generation);
+                    cache.clear();
+                    self.reposition(&consumer, &topic)?;
+                }
+            }
         }
+        repairs.abort();
         tracing::info!("projector stopped");
         Ok(())
     }
 
-    /// Applies a batch, retrying while PostgreSQL is unavailable, then pushes to Redis.
+    /// Applies a batch in one transaction, retrying while PostgreSQL is unavailable.
     async fn apply(
         &self,
-        consumer: &StreamConsumer<Rebalancer>,
+        sql: &Statements,
         topic: &str,
-        batch: Vec<Incoming>,
+        batch: &[Incoming],
+        cache: &mut StateCache,
         shutdown: &CancellationToken,
-    ) -> anyhow::Result<()> {
-        let applied = loop {
-            match platform::metrics::timed("apply_batch", apply_batch(&self.pool, &self.settings.name, topic, &batch)).await {
-                Ok(applied) => break applied,
-                Err(e) if shutdown.is_cancelled() => return Err(e.into()),
+    ) -> anyhow::Result<Applied> {
+        loop {
+            match self.try_apply(sql, topic, batch, cache).await {
+                Ok(applied) => return Ok(applied),
+                Err(e) if shutdown.is_cancelled() => return Err(e),
                 Err(e) => {
+                    let pause = if e.downcast_ref::<ApplyError>().is_some_and(|a| matches!(a, ApplyError::UnreadableState { .. })) {
+                        Duration::from_secs(10)
+                    } else {
+                        Duration::from_secs(1)
+                    };
                     tracing::warn!(error = %e, "applying a batch failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::time::sleep(pause).await;
                 }
             }
-        };
-        tracing::debug!(applied = applied.applied, duplicates = applied.duplicates, gaps = applied.gaps, "batch applied");
-        if let Err(e) = self.sink.publish(&applied.documents).await {
-            tracing::warn!(error = %e, "pushing documents to Redis failed; the query-service falls back to PostgreSQL");
+        }
+    }
+
+    async fn try_apply(
+        &self,
+        sql: &Statements,
+        topic: &str,
+        batch: &[Incoming],
+        cache: &mut StateCache,
+    ) -> anyhow::Result<Applied> {
+        let mut tx = self.pool.begin().await?;
+        let (serving,): (i64,) = platform::metrics::timed(
+            "read_pointer",
+            sqlx::query_as("select generation from read_model_pointer for share").fetch_one(&mut *tx),
+        )
+        .await?;
+        if serving != sql.generation.id {
+            tx.rollback().await?;
+            return Ok(Applied::GenerationChanged(Generation::new(serving)));
+        }
+        let outcome = platform::metrics::timed(
+            "apply_batch",
+            apply_batch(&mut tx, sql, topic, batch, cache, &Mode::Live),
+        )
+        .await?;
+        // Poison goes to the dead-letter topic before the commit: a crash in
+        // between parks it again (a duplicate there), never loses it.
+        self.dead_letters.send(topic, batch, &outcome.parked).await?;
+        platform::metrics::timed("commit_batch", tx.commit()).await?;
+        for (stream, state) in &outcome.states {
+            cache.put(stream.clone(), state.clone());
+        }
+        Ok(Applied::Committed(outcome))
+    }
+
+    /// Pushes the batch's documents to Redis and its offsets to Kafka.
+    async fn after_commit(
+        &self,
+        consumer: &StreamConsumer<Rebalancer>,
+        sql: &Statements,
+        topic: &str,
+        batch: &[Incoming],
+        outcome: Outcome,
+    ) {
+        tracing::debug!(applied = outcome.applied, duplicates = outcome.duplicates, parked = outcome.parked.len(), "batch applied");
+        match self.sink.publish(sql.generation.id, &outcome.documents, &outcome.tags).await {
+            Ok(()) => {
+                if let Some(id) = outcome.redis_outbox_id {
+                    let delete = format!("delete from {}.redis_outbox where id = $1", sql.generation.schema);
+                    if let Err(e) = sqlx::query(&delete).bind(id).execute(&self.pool).await {
+                        tracing::debug!(error = %e, "cannot clear the Redis outbox row; the repair will");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "pushing documents to Redis failed; the query-service falls back to PostgreSQL and the repair catches up"),
         }
         {
             let mut last = consumer.context().last_applied_ms.lock().expect("lag table poisoned");
-            for r in &batch {
+            for r in batch {
                 if let Some(ms) = r.timestamp_ms {
                     last.insert(r.partition, ms);
                 }
             }
         }
         let mut tpl = TopicPartitionList::new();
-        for (p, o) in &applied.next_offsets {
-            tpl.add_partition_offset(topic, *p, Offset::Offset(*o))?;
+        for (p, o) in &outcome.next_offsets {
+            if let Err(e) = tpl.add_partition_offset(topic, *p, Offset::Offset(*o)) {
+                tracing::debug!(error = %e, "cannot list an offset to commit");
+            }
         }
         if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
             tracing::debug!(error = %e, "committing offsets to Kafka failed (informational only)");
+        }
+    }
+
+    /// Positions every assigned partition at the (new) generation's stored offsets.
+    fn reposition(&self, consumer: &StreamConsumer<Rebalancer>, topic: &str) -> anyhow::Result<()> {
+        let stored = consumer.context().stored_offsets();
+        let assigned: Vec<i32> = consumer.context().assigned.lock().expect("assigned set poisoned").iter().copied().collect();
+        for p in assigned {
+            let offset = stored.get(&p).map_or(Offset::Beginning, |o| Offset::Offset(*o));
+            consumer.seek(topic, p, offset, Duration::from_secs(10))?;
         }
         Ok(())
     }
 }
 
-/// Reads a record's CloudEvents headers and JSON value into an envelope.
-fn decode(message: &BorrowedMessage<'_>) -> anyhow::Result<events::Envelope> {
-    let headers = platform::kafka::string_headers(message);
-    let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let record = RecordedEvent::from_cloudevent(header, message.payload().unwrap_or_default())?;
-    Ok(record.into_envelope()?)
+/// Every few seconds: brings Redis up to date with the serving generation
+/// (see [`repair`]) and samples the halted streams.
+async fn repair_loop(pool: PgPool, sink: Arc<RedisSink>, generation: Arc<Mutex<Generation>>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let generation = generation.lock().expect("generation poisoned").clone();
+        if let Err(e) = repair(&pool, &sink, &generation, Duration::from_secs(2)).await {
+            tracing::debug!(error = %e, "Redis repair did not complete; retrying");
+        }
+        let count = format!("select count(*) from {}.streams where halted", generation.schema);
+        if let Ok((halted,)) = sqlx::query_as::<_, (i64,)>(&count).fetch_one(&pool).await {
+            platform::metrics::HALTED_STREAMS.set(halted);
+        }
+    }
 }

@@ -40,8 +40,6 @@ impl Default for Settings {
 /// How the projector consumes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProjectorSettings {
-    /// Name of the projection; its offsets and stream positions are stored under it.
-    pub name: String,
     /// Kafka consumer group; instances with the same group split the partitions.
     pub group_id: String,
     /// Most records applied in one transaction.
@@ -52,6 +50,6 @@ pub struct ProjectorSettings {
 
 impl Default for ProjectorSettings {
     fn default() -> Self {
-        Self { name: "main".into(), group_id: "erp-projector".into(), batch_size: 2000, batch_wait_ms: 5 }
+        Self { group_id: "erp-projector".into(), batch_size: 2000, batch_wait_ms: 5 }
     }
 }

@@ -49,7 +49,7 @@ impl Application {
         let router = platform::http::with_common_layers(health::router(readiness).merge(metrics), &settings.http);
         let (listener, addr) = settings.http.bind().await?;
         platform::kafka::ensure_topic(&settings.kafka, &settings.kafka.events_topic, settings.kafka.partitions).await?;
-        let projector = Projector::new(pool, sink, settings.kafka, settings.projector);
+        let projector = Projector::new(pool, sink, settings.kafka, settings.projector)?;
         tracing::info!(%addr, "projector admin listening");
         Ok(Self { listener, addr, router, projector, shutdown })
     }

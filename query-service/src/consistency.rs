@@ -2,7 +2,8 @@
 //! command-service returned (`article:ART-1@7`, header `X-Consistency-Token` or
 //! query parameter `consistent_with`). The service waits, bounded, until the
 //! projection has applied that position of that stream, then answers from
-//! PostgreSQL, which the projector commits first. On timeout: 504.
+//! PostgreSQL, which the projector commits first, bypassing the caches. On
+//! timeout: 504.
 
 use std::time::{Duration, Instant};
 
@@ -50,11 +51,7 @@ pub fn token(headers: &HeaderMap, params: Params) -> Result<Option<Token>, ApiEr
 pub async fn wait(state: &AppState, token: &Token) -> Result<(), ApiError> {
     let deadline = Instant::now() + Duration::from_millis(state.consistency.max_wait_ms);
     loop {
-        let applied = state
-            .documents
-            .applied(&state.consistency.projection, &token.stream)
-            .await
-            .map_err(ApiError::Unavailable)?;
+        let applied = state.store.applied(&token.stream).await.map_err(|e| ApiError::Unavailable(e.into()))?;
         if applied >= token.sequence {
             return Ok(());
         }

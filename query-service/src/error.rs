@@ -7,7 +7,7 @@ use platform::problem::Problem;
 /// An error answered to the client.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// 404: no such document (unknown article, charge, ...).
+    /// 404: no such thing (unknown article, charge, category ...).
     #[error("{0} not found")]
     NotFound(String),
     /// 400: a path or query parameter is malformed.
@@ -19,6 +19,13 @@ pub enum ApiError {
     /// 503: no tier could answer; the cause is logged, not echoed.
     #[error("read models unavailable")]
     Unavailable(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    /// A 400 naming the parameter and why it is wrong.
+    pub fn bad(field: &str, reason: impl Into<String>) -> Self {
+        ApiError::BadParameter { field: field.to_owned(), reason: reason.into() }
+    }
 }
 
 impl IntoResponse for ApiError {

@@ -1,16 +1,18 @@
 //! The query-service: serves the read models the projector maintains.
 //!
 //! Documents are stored pre-serialised, so a request does no computation: the
-//! bytes come from Redis, or from PostgreSQL when Redis does not have them, and
-//! are returned as they are.
+//! bytes come from memory, from Redis, or from PostgreSQL, and are returned
+//! as they are; lists are computed from indexed rows once and then served
+//! from memory until the projector announces a change. See docs/queries.md.
 
 pub mod cache;
 pub mod consistency;
-pub mod documents;
+pub mod cursor;
 pub mod error;
 pub mod routes;
 pub mod settings;
 pub mod startup;
+pub mod store;
 
 pub use settings::Settings;
 pub use startup::{AppState, Application, router};

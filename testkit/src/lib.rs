@@ -6,6 +6,9 @@
 //! scripts use: `ERP_TEST_PG_ADMIN_URL`, `ERP_TEST_REDIS_URL`,
 //! `ERP_TEST_KAFKA_BROKERS`.
 
+pub mod events;
+pub mod proxy;
+
 use std::time::{Duration, Instant};
 
 use platform::db::DatabaseSettings;

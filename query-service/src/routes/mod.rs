@@ -1,32 +1,112 @@
-//! The HTTP resources of the read API, one module each.
+//! The HTTP resources of the read API, one module each, and what they share:
+//! serving an answer from the cache tiers, with ETag, `304`, Cache-Control and
+//! the possibly-stale mark, and the read-your-writes path that bypasses the
+//! caches.
 
-pub mod stock;
+pub mod articles;
+pub mod categories;
+pub mod charges;
+pub mod status;
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use utoipa_axum::router::OpenApiRouter;
 
-use crate::documents::StoredDocument;
+use crate::cache::{Entry, FetchError};
+use crate::consistency::{self, Token};
+use crate::error::ApiError;
+use crate::startup::AppState;
 
-/// Clients may reuse a document for a few seconds, then must revalidate (cheap: 304).
-const CACHE_CONTROL: &str = "max-age=5, must-revalidate";
+/// Every resource's routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(articles::router())
+        .merge(categories::router())
+        .merge(charges::router())
+        .merge(status::router())
+}
 
-/// Answers with a stored document's bytes as they are, its version as `ETag`;
-/// `304 Not Modified` without a body when `If-None-Match` names that version.
-pub fn document_response(doc: StoredDocument, request: &HeaderMap) -> Response {
-    let etag = HeaderValue::from_str(&format!("\"{}\"", doc.version)).expect("a number is a valid header");
-    let unchanged = request
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*"));
+/// Clients may reuse an answer for a few seconds, then must revalidate (cheap: 304).
+const CACHE_CONTROL: HeaderValue = HeaderValue::from_static("max-age=5, must-revalidate");
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+/// Set on an answer given while PostgreSQL is unreachable: it comes from a
+/// cache and may miss the latest changes.
+pub const POSSIBLY_STALE: HeaderName = HeaderName::from_static("x-possibly-stale");
+
+/// Answers with an entry's bytes as they are, its ETag and Cache-Control;
+/// `304 Not Modified` without a body when `If-None-Match` names the ETag.
+pub fn respond(entry: Entry, request: &HeaderMap, stale: bool) -> Response {
+    let unchanged = request.get(header::IF_NONE_MATCH).is_some_and(|v| {
+        v.as_bytes() == entry.etag.as_bytes()
+            || v.to_str().is_ok_and(|v| v.split(',').any(|tag| tag.trim() == entry.etag || tag.trim() == "*"))
+    });
     let mut response = if unchanged {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let mut response = doc.body.into_response();
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let mut response = entry.body.into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, JSON);
         response
     };
     let headers = response.headers_mut();
-    headers.insert(header::ETAG, etag);
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(CACHE_CONTROL));
+    headers.insert(header::ETAG, entry.etag);
+    headers.insert(header::CACHE_CONTROL, CACHE_CONTROL);
+    if stale {
+        headers.insert(POSSIBLY_STALE, HeaderValue::from_static("true"));
+    }
     response
+}
+
+/// An answer from the tiers: memory, then `fetch` (Redis and/or PostgreSQL).
+/// With a consistency token: waits for the projection, then `fresh` (PostgreSQL
+/// only, never cached). `what` names the thing for a 404.
+pub async fn serve<F, G>(
+    state: &AppState,
+    request: &HeaderMap,
+    token: Option<Token>,
+    key: &str,
+    fetch: F,
+    fresh: G,
+    what: impl FnOnce() -> String,
+) -> Result<Response, ApiError>
+where
+    F: Future<Output = Result<Entry, FetchError>>,
+    G: Future<Output = Result<Entry, FetchError>>,
+{
+    let answer = match token {
+        Some(token) => {
+            consistency::wait(state, &token).await?;
+            fresh.await.map_err(Arc::new)
+        }
+        None => state.cache.get(key, fetch).await,
+    };
+    match answer {
+        Ok(entry) => Ok(respond(entry, request, !state.store.postgres_up())),
+        Err(e) => Err(match &*e {
+            FetchError::Missing => ApiError::NotFound(what()),
+            FetchError::Failed(cause) => ApiError::Unavailable(anyhow::anyhow!("{cause:#}")),
+        }),
+    }
+}
+
+/// Parses a path or query parameter with the domain's own validation, naming it on error.
+pub fn param<T, E: std::fmt::Display>(name: &str, parsed: Result<T, E>) -> Result<T, ApiError> {
+    parsed.map_err(|e| ApiError::bad(name, e.to_string()))
+}
+
+/// The tags of an answer.
+pub fn tags(tags: &[String]) -> Arc<[String]> {
+    tags.iter().cloned().collect()
+}
+
+/// A page of a list as JSON: the items and the cursor of the next page
+/// (`null` on the last one). `items` holds up to `limit + 1` rows: one more
+/// than asked shows there is a next page.
+pub fn page_body<T: serde::Serialize>(mut items: Vec<T>, limit: u32, next: impl Fn(&T) -> String) -> Vec<u8> {
+    let more = items.len() > limit as usize;
+    items.truncate(limit as usize);
+    let next_cursor = if more { items.last().map(next) } else { None };
+    serde_json::to_vec(&serde_json::json!({ "items": items, "next_cursor": next_cursor })).expect("a page serialises")
 }

@@ -1,0 +1,112 @@
+//! Charges per category (the planning documents' `mv_chargen_pro_kategorie`):
+//! the summary as a stored document, and the charges, newest production date
+//! first.
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use chrono::NaiveDate;
+use events::Category;
+use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::charges::{CHARGE_COLUMNS, ChargeItem};
+use super::{page_body, param, serve, tags};
+use crate::cache::{Entry, FetchError};
+use crate::cursor::{Page, PageParams, encode};
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(category_summary)).routes(routes!(category_charges))
+}
+
+/// A category's charges: how many, how many with stock, how many blocked,
+/// and their stock on hand. The stored document; its ETag counts the events
+/// that changed it.
+#[utoipa::path(
+    get, path = "/categories/{category}", tag = "categories",
+    params(("category" = String, Path, description = "Category, e.g. fasteners")),
+    responses(
+        (status = 200, description = "`{category, version, charges, charges_in_stock, on_hand, blocked}`"),
+        (status = 304, description = "Not modified (If-None-Match)"),
+        (status = 400, description = "Malformed category"),
+        (status = 404, description = "No charge was ever registered in this category"),
+    )
+)]
+async fn category_summary(
+    State(state): State<AppState>,
+    Path(category): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let category = param("category", Category::parse(category))?;
+    let key = format!("category:{category}");
+    let t = tags(&[platform::tags::category(category.as_str())]);
+    let store = &state.store;
+    serve(&state, &headers, None, &key, store.get(&key, t), std::future::pending(), || format!("category {category}"))
+        .await
+}
+
+/// The charges of a category, newest production date first; keyset-paginated.
+#[utoipa::path(
+    get, path = "/categories/{category}/charges", tag = "categories",
+    params(("category" = String, Path), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    responses(
+        (status = 200, description = "A page of charges: `{items, next_cursor}`"),
+        (status = 400, description = "A malformed parameter, named in `field`"),
+        (status = 404, description = "No charge was ever registered in this category"),
+    )
+)]
+async fn category_charges(
+    State(state): State<AppState>,
+    Path(category): Path<String>,
+    headers: HeaderMap,
+    Query(params): Query<PageParams>,
+) -> Result<Response, ApiError> {
+    let category = param("category", Category::parse(category))?;
+    let page = Page::parse(&params, "category-charges", &state.pages)?;
+    let after = match (page.key_str(0), page.key_str(1), page.key_str(2)) {
+        (Some(date), Some(article), Some(charge)) => Some((param("cursor", date.parse::<NaiveDate>())?, article, charge)),
+        _ => None,
+    };
+    let key = format!("list:category-charges:{category}:{page:?}");
+    let name = category.to_string();
+    let fetch = async {
+        let limit = i64::from(page.limit) + 1;
+        let rows: Vec<ChargeItem> = state
+            .store
+            .query("category_charges", |pool, s| async move {
+                let mut q = sqlx::QueryBuilder::new(format!("select {CHARGE_COLUMNS} from {s}.charges where category = "));
+                q.push_bind(name.clone());
+                if let Some((date, article, charge)) = after {
+                    q.push(" and (production_date, article_id, charge) < (")
+                        .push_bind(date)
+                        .push(", ")
+                        .push_bind(article)
+                        .push(", ")
+                        .push_bind(charge)
+                        .push(")");
+                }
+                q.push(" order by production_date desc, article_id desc, charge desc limit ").push_bind(limit);
+                let rows: Vec<ChargeItem> = q.build_query_as().fetch_all(&pool).await?;
+                if rows.is_empty() {
+                    let known: bool = sqlx::query_scalar(&format!("select exists (select 1 from {s}.categories where category = $1)"))
+                        .bind(&name)
+                        .fetch_one(&pool)
+                        .await?;
+                    if !known {
+                        return Ok(None);
+                    }
+                }
+                Ok(Some(rows))
+            })
+            .await?
+            .ok_or(FetchError::Missing)?;
+        let body = page_body(rows, page.limit, |r| {
+            encode("category-charges", vec![json!(r.production_date), json!(r.article), json!(r.charge)])
+        });
+        Ok(Entry::computed(body, tags(&[platform::tags::category(category.as_str())])))
+    };
+    serve(&state, &headers, None, &key, fetch, std::future::pending(), || format!("category {category}")).await
+}

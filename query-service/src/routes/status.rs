@@ -1,0 +1,153 @@
+//! `GET /projection/status`: where the serving read models stand, per
+//! partition of the events topic, and how far behind they are.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use platform::kafka::KafkaSettings;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(projection_status))
+}
+
+/// Reads the end offsets of the events topic.
+pub struct EndOffsets {
+    consumer: BaseConsumer,
+    topic: String,
+}
+
+impl std::fmt::Debug for EndOffsets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndOffsets").field("topic", &self.topic).finish_non_exhaustive()
+    }
+}
+
+impl EndOffsets {
+    pub fn new(kafka: &KafkaSettings) -> anyhow::Result<Self> {
+        Ok(Self { consumer: kafka.client_config().create()?, topic: kafka.events_topic.clone() })
+    }
+
+    /// The next offset to be written, per partition (within two seconds).
+    async fn fetch(self: Arc<Self>) -> Result<BTreeMap<i32, i64>, String> {
+        tokio::task::spawn_blocking(move || {
+            let timeout = Duration::from_secs(2);
+            let metadata = self.consumer.fetch_metadata(Some(&self.topic), timeout).map_err(|e| e.to_string())?;
+            let topic = metadata.topics().first().ok_or("no metadata")?;
+            let mut ends = BTreeMap::new();
+            for p in topic.partitions() {
+                let (_, high) = self.consumer.fetch_watermarks(&self.topic, p.id(), timeout).map_err(|e| e.to_string())?;
+                ends.insert(p.id(), high);
+            }
+            Ok(ends)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct PartitionStatus {
+    partition: i32,
+    /// The next offset the projection will apply.
+    position: i64,
+    /// The next offset to be written to the partition (`null` when the broker is unreachable).
+    end: Option<i64>,
+    /// Records not yet applied.
+    lag: Option<i64>,
+    /// Age of the last applied record while behind; 0 when caught up.
+    lag_seconds: Option<f64>,
+    last_applied_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize)]
+struct Status {
+    generation: i64,
+    topic: String,
+    partitions: Vec<PartitionStatus>,
+    lag: Option<i64>,
+    lag_seconds: Option<f64>,
+    /// Streams waiting behind a parked record (see the projector's dead letters).
+    halted_streams: i64,
+    parked_records: i64,
+    /// `up`, or why the broker's end offsets are unknown.
+    kafka: String,
+}
+
+/// Position of the serving read models per partition, lag in records and
+/// seconds, halted streams and parked records.
+#[utoipa::path(
+    get, path = "/projection/status", tag = "status",
+    responses(
+        (status = 200, description = "The projection's status"),
+        (status = 503, description = "PostgreSQL unavailable"),
+    )
+)]
+async fn projection_status(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let generation = state.store.generation().map_err(|e| ApiError::Unavailable(e.into()))?;
+    let topic = state.end_offsets.topic.clone();
+    let t = topic.clone();
+    let (offsets, halted, parked) = state
+        .store
+        .query("projection_status", |pool, s| async move {
+            let offsets: Vec<(i32, i64, Option<DateTime<Utc>>)> = sqlx::query_as(&format!(
+                "select partition, next_offset, last_timestamp from {s}.offsets where topic = $1 order by partition"
+            ))
+            .bind(&t)
+            .fetch_all(&pool)
+            .await?;
+            let halted: i64 = sqlx::query_scalar(&format!("select count(*) from {s}.streams where halted")).fetch_one(&pool).await?;
+            let parked: i64 = sqlx::query_scalar(&format!("select count(*) from {s}.dead_letters where status = 'parked'"))
+                .fetch_one(&pool)
+                .await?;
+            Ok((offsets, halted, parked))
+        })
+        .await
+        .map_err(|e| ApiError::Unavailable(e.into()))?;
+    let ends = state.end_offsets.clone().fetch().await;
+    let positions: BTreeMap<i32, (i64, Option<DateTime<Utc>>)> =
+        offsets.into_iter().map(|(p, next, last)| (p, (next, last))).collect();
+    let mut partitions: Vec<i32> = positions.keys().copied().collect();
+    if let Ok(ends) = &ends {
+        partitions.extend(ends.keys());
+    }
+    partitions.sort_unstable();
+    partitions.dedup();
+    let now = Utc::now();
+    let statuses: Vec<PartitionStatus> = partitions
+        .into_iter()
+        .map(|p| {
+            let (position, last) = positions.get(&p).copied().unwrap_or((0, None));
+            let end = ends.as_ref().ok().and_then(|e| e.get(&p).copied());
+            let lag = end.map(|e| (e - position).max(0));
+            let lag_seconds = lag.map(|l| match (l, last) {
+                (0, _) | (_, None) => 0.0,
+                (_, Some(t)) => (now - t).num_milliseconds().max(0) as f64 / 1000.0,
+            });
+            PartitionStatus { partition: p, position, end, lag, lag_seconds, last_applied_at: last }
+        })
+        .collect();
+    let lag = statuses.iter().map(|s| s.lag).sum::<Option<i64>>();
+    let lag_seconds = statuses.iter().map(|s| s.lag_seconds).try_fold(0.0_f64, |m, s| s.map(|s| m.max(s)));
+    let status = Status {
+        generation: generation.id,
+        topic,
+        partitions: statuses,
+        lag,
+        lag_seconds,
+        halted_streams: halted,
+        parked_records: parked,
+        kafka: ends.err().map_or_else(|| "up".to_owned(), |e| format!("unreachable: {e}")),
+    };
+    Ok(Json(serde_json::to_value(status).expect("a status serialises")))
+}

@@ -1,0 +1,329 @@
+//! The tiers behind the in-process cache: Redis, then PostgreSQL, both in the
+//! serving read-model generation, each behind a guard that keeps a failing
+//! one from making every request wait.
+//!
+//! - Redis: a circuit breaker skips it for a while after repeated failures.
+//! - PostgreSQL: every call has a deadline; a failure marks it down and it is
+//!   skipped (answers come from what the caches hold, marked possibly stale)
+//!   until a probe, once a second, finds it answering again.
+//! - The generation: read from `read_model_pointer` once a second (and at
+//!   once after a swap's `*` invalidation); from Redis while PostgreSQL is down.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use platform::metrics::{CACHE_REQUESTS, timed};
+use platform::readmodel::Generation;
+use platform::redis::{RedisConnection, RedisSettings};
+use sqlx::PgPool;
+
+use crate::cache::{Entry, FetchError, Tiers};
+
+/// A circuit breaker: after [`Breaker::TRIP_AFTER`] consecutive failures the
+/// guarded call is skipped for [`Breaker::COOL_DOWN`]; then one call is let
+/// through, and its outcome closes or reopens the breaker.
+#[derive(Debug, Default)]
+pub struct Breaker {
+    failures: AtomicU32,
+    open_until: Mutex<Option<Instant>>,
+}
+
+impl Breaker {
+    const TRIP_AFTER: u32 = 3;
+    const COOL_DOWN: Duration = Duration::from_secs(5);
+
+    /// Whether the guarded call may be tried now.
+    pub fn allows(&self) -> bool {
+        let open_until = self.open_until.lock().expect("breaker poisoned");
+        open_until.is_none_or(|t| Instant::now() >= t)
+    }
+
+    pub fn is_open(&self) -> bool {
+        !self.allows()
+    }
+
+    pub fn succeeded(&self) {
+        if self.failures.swap(0, Ordering::Relaxed) > 0 {
+            *self.open_until.lock().expect("breaker poisoned") = None;
+        }
+    }
+
+    /// Records a failure; true when it opened the breaker.
+    pub fn failed(&self) -> bool {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures < Self::TRIP_AFTER {
+            return false;
+        }
+        *self.open_until.lock().expect("breaker poisoned") = Some(Instant::now() + Self::COOL_DOWN);
+        true
+    }
+}
+
+/// Redis and PostgreSQL in the serving generation.
+#[derive(Debug)]
+pub struct DocumentStore {
+    pool: PgPool,
+    redis: RedisConnection,
+    settings: RedisSettings,
+    tiers: Tiers,
+    breaker: Breaker,
+    postgres_up: AtomicBool,
+    postgres_timeout: Duration,
+    generation: RwLock<Option<Generation>>,
+}
+
+impl DocumentStore {
+    pub fn new(pool: PgPool, settings: RedisSettings, tiers: Tiers, postgres_timeout: Duration) -> redis::RedisResult<Self> {
+        Ok(Self {
+            pool,
+            redis: RedisConnection::new(&settings)?,
+            settings,
+            tiers,
+            breaker: Breaker::default(),
+            postgres_up: AtomicBool::new(true),
+            postgres_timeout,
+            generation: RwLock::new(None),
+        })
+    }
+
+    /// The serving generation.
+    pub fn generation(&self) -> Result<Generation, FetchError> {
+        self.generation
+            .read()
+            .expect("generation poisoned")
+            .clone()
+            .ok_or_else(|| FetchError::Failed(anyhow::anyhow!("the read models are not initialised yet")))
+    }
+
+    /// Reads which generation serves; true when it changed.
+    pub async fn refresh_generation(&self) -> bool {
+        let from_postgres = self.postgres(Duration::ZERO, "read_pointer", platform::readmodel::active(&self.pool)).await;
+        let found = match from_postgres {
+            Ok(found) => found,
+            Err(_) => self.generation_from_redis().await,
+        };
+        let Some(found) = found else { return false };
+        let mut current = self.generation.write().expect("generation poisoned");
+        if current.as_ref() == Some(&found) {
+            return false;
+        }
+        tracing::info!(generation = found.id, "serving read-model generation");
+        *current = Some(found);
+        true
+    }
+
+    async fn generation_from_redis(&self) -> Option<Generation> {
+        let mut c = self.redis.get().await.ok()?;
+        let id: Option<i64> = redis::cmd("GET").arg(self.settings.active_generation_key()).query_async(&mut c).await.ok()?;
+        id.map(Generation::new)
+    }
+
+    /// The document under `key` from Redis, else PostgreSQL.
+    #[tracing::instrument(skip(self, tags), err)]
+    pub async fn get(&self, key: &str, tags: Arc<[String]>) -> Result<Entry, FetchError> {
+        let generation = self.generation()?;
+        if self.tiers.redis {
+            if self.breaker.allows() {
+                match self.from_redis(&generation, key).await {
+                    Ok(found) => {
+                        self.breaker.succeeded();
+                        if let Some((version, body)) = found {
+                            CACHE_REQUESTS.with_label_values(&["redis", "hit"]).inc();
+                            return Ok(Entry::document(version, body, tags));
+                        }
+                        CACHE_REQUESTS.with_label_values(&["redis", "miss"]).inc();
+                    }
+                    Err(e) => {
+                        CACHE_REQUESTS.with_label_values(&["redis", "error"]).inc();
+                        if self.breaker.failed() {
+                            tracing::warn!(error = %e, "redis keeps failing; skipping it for a while");
+                        }
+                    }
+                }
+            } else {
+                CACHE_REQUESTS.with_label_values(&["redis", "skipped"]).inc();
+            }
+        }
+        self.get_fresh(key, tags).await
+    }
+
+    /// The document from PostgreSQL only: current as of the projection's last
+    /// commit (Redis is written just after it).
+    pub async fn get_fresh(&self, key: &str, tags: Arc<[String]>) -> Result<Entry, FetchError> {
+        let generation = self.generation()?;
+        let sql = format!("select version, body from {}.documents where key = $1", generation.schema);
+        let row: Option<(i64, Vec<u8>)> =
+            self.postgres(self.postgres_timeout, "document_by_key", sqlx::query_as(&sql).bind(key).fetch_optional(&self.pool)).await?;
+        CACHE_REQUESTS.with_label_values(&["postgres", if row.is_some() { "hit" } else { "miss" }]).inc();
+        row.map(|(version, body)| Entry::document(version, Bytes::from(body), tags)).ok_or(FetchError::Missing)
+    }
+
+    /// Runs a read-model query; `query` gets the pool and the serving
+    /// generation's schema.
+    pub async fn query<T, F, Fut>(&self, name: &'static str, query: F) -> Result<T, FetchError>
+    where
+        F: FnOnce(PgPool, String) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        let generation = self.generation()?;
+        let result = self.postgres(self.postgres_timeout, name, query(self.pool.clone(), generation.schema)).await;
+        CACHE_REQUESTS.with_label_values(&["postgres", if result.is_ok() { "hit" } else { "error" }]).inc();
+        result
+    }
+
+    /// A PostgreSQL call with a deadline (`timeout`, or the configured one
+    /// when zero), skipped while PostgreSQL is known to be down.
+    async fn postgres<T>(
+        &self,
+        timeout: Duration,
+        name: &'static str,
+        call: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, FetchError> {
+        if !self.postgres_up() {
+            CACHE_REQUESTS.with_label_values(&["postgres", "skipped"]).inc();
+            return Err(FetchError::Failed(anyhow::anyhow!("PostgreSQL is unavailable")));
+        }
+        let timeout = if timeout.is_zero() { self.postgres_timeout } else { timeout };
+        match tokio::time::timeout(timeout, timed(name, call)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                if is_connectivity(&e) {
+                    self.mark_postgres(false);
+                }
+                Err(FetchError::Failed(e.into()))
+            }
+            Err(_) => {
+                self.mark_postgres(false);
+                Err(FetchError::Failed(anyhow::anyhow!("PostgreSQL did not answer within {timeout:?}")))
+            }
+        }
+    }
+
+    fn mark_postgres(&self, up: bool) {
+        if self.postgres_up.swap(up, Ordering::AcqRel) != up {
+            if up {
+                tracing::info!("PostgreSQL answers again");
+            } else {
+                tracing::warn!("PostgreSQL is unavailable; answering from the caches, marked possibly stale");
+            }
+        }
+    }
+
+    /// Whether PostgreSQL answered the last call or probe.
+    pub fn postgres_up(&self) -> bool {
+        self.postgres_up.load(Ordering::Acquire)
+    }
+
+    /// Probes PostgreSQL (with the configured deadline) and records the outcome.
+    pub async fn probe_postgres(&self) -> bool {
+        let up = matches!(
+            tokio::time::timeout(self.postgres_timeout, platform::db::ping(&self.pool)).await,
+            Ok(true)
+        );
+        self.mark_postgres(up);
+        up
+    }
+
+    /// The last sequence of `stream` the serving generation has applied (0 if none).
+    pub async fn applied(&self, stream: &str) -> Result<u64, FetchError> {
+        let generation = self.generation()?;
+        let sql = format!("select sequence from {}.streams where stream_id = $1", generation.schema);
+        let row: Option<(i64,)> = self
+            .postgres(Duration::ZERO, "projection_position", sqlx::query_as(&sql).bind(stream).fetch_optional(&self.pool))
+            .await?;
+        Ok(row.map_or(0, |(s,)| s as u64))
+    }
+
+    async fn from_redis(&self, generation: &Generation, key: &str) -> anyhow::Result<Option<(i64, Bytes)>> {
+        let mut c = self.redis.get().await?;
+        let value: Option<Vec<u8>> =
+            redis::cmd("GET").arg(self.settings.doc_key(generation.id, key)).query_async(&mut c).await?;
+        let Some(value) = value else { return Ok(None) };
+        let value = Bytes::from(value);
+        let newline = value.iter().position(|b| *b == b'\n').ok_or_else(|| anyhow::anyhow!("malformed redis value"))?;
+        let version = std::str::from_utf8(&value[..newline])?.parse()?;
+        Ok(Some((version, value.slice(newline + 1..))))
+    }
+
+    /// Adds hits to the generation's hot-document set (kept to its top 1000).
+    pub async fn record_hot(&self, hot: &[(String, u64)]) -> anyhow::Result<()> {
+        if hot.is_empty() || !self.tiers.redis {
+            return Ok(());
+        }
+        let generation = self.generation().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let set = self.settings.hot_keys_key(generation.id);
+        let mut pipe = redis::pipe();
+        for (key, hits) in hot {
+            pipe.zincr(&set, key, *hits).ignore();
+        }
+        pipe.cmd("ZREMRANGEBYRANK").arg(&set).arg(0).arg(-1001).ignore();
+        let mut c = self.redis.get().await?;
+        pipe.query_async::<()>(&mut c).await?;
+        Ok(())
+    }
+
+    /// The `n` documents most asked for in the serving generation.
+    pub async fn hottest(&self, n: usize) -> anyhow::Result<Vec<String>> {
+        if n == 0 || !self.tiers.redis {
+            return Ok(Vec::new());
+        }
+        let generation = self.generation().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut c = self.redis.get().await?;
+        Ok(redis::cmd("ZREVRANGE")
+            .arg(self.settings.hot_keys_key(generation.id))
+            .arg(0)
+            .arg(n as i64 - 1)
+            .query_async(&mut c)
+            .await?)
+    }
+
+    /// Whether Redis is being skipped after repeated failures.
+    pub fn redis_breaker_open(&self) -> bool {
+        self.breaker.is_open()
+    }
+
+    /// The tiers in use.
+    pub fn tiers(&self) -> Tiers {
+        self.tiers
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// True when Redis answers PING.
+    pub async fn redis_up(&self) -> bool {
+        self.redis.ping().await
+    }
+}
+
+/// Errors that mean PostgreSQL cannot be reached (as opposed to a bad query).
+fn is_connectivity(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Breaker;
+
+    #[test]
+    fn the_breaker_opens_after_three_failures_and_a_success_closes_it() {
+        let breaker = Breaker::default();
+        assert!(!breaker.failed() && !breaker.failed());
+        assert!(breaker.allows());
+        assert!(breaker.failed(), "the third failure opens it");
+        assert!(!breaker.allows());
+        breaker.succeeded();
+        assert!(breaker.allows());
+    }
+}
