@@ -1,6 +1,6 @@
 //! Every business rule, in one pure function.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 
 use crate::event::*;
 use crate::state::{ArticleInfo, Bucket, ChargeState};
@@ -85,7 +85,8 @@ impl Decider<'_> {
     /// before the open posting window.
     fn posting_time(&self, requested: Option<DateTime<Utc>>) -> Result<DateTime<Utc>, DomainError> {
         let now = self.ctx.now;
-        let posted_at = requested.unwrap_or(now);
+        // Kept to the microsecond, the precision every store of events has.
+        let posted_at = requested.unwrap_or(now).trunc_subsecs(6);
         if posted_at > now + FUTURE_TOLERANCE {
             return Err(DomainError::PostedInFuture { posted_at, now });
         }

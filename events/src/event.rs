@@ -301,6 +301,14 @@ macro_rules! event_impls {
                 }
             }
 
+            fn decode_current_slice(event_type: &str, data: &[u8]) -> Result<Self, DecodeError> {
+                let malformed = |source| DecodeError::Malformed { event_type: event_type.to_owned(), source };
+                match event_type {
+                    $(stringify!($variant) => serde_json::from_slice(data).map(Event::$variant).map_err(malformed),)*
+                    other => Err(DecodeError::UnknownType(other.to_owned())),
+                }
+            }
+
             fn current_version(event_type: &str) -> Option<u32> {
                 match event_type {
                     $(stringify!($variant) => Some($version),)*
@@ -327,6 +335,18 @@ impl Event {
             Event::InventoryCounted(e) => Some(e.posted_at),
             _ => None,
         }
+    }
+
+    /// [`Event::decode`] from the data's JSON bytes: an event of the current
+    /// schema version is read straight into its type (one pass, no
+    /// intermediate JSON tree); an older one goes through the upcaster.
+    pub fn decode_slice(event_type: &str, version: u32, data: &[u8], posted_at: DateTime<Utc>) -> Result<Self, DecodeError> {
+        if Self::current_version(event_type) == Some(version) {
+            return Self::decode_current_slice(event_type, data);
+        }
+        let value = serde_json::from_slice(data)
+            .map_err(|source| DecodeError::Malformed { event_type: event_type.to_owned(), source })?;
+        Self::decode(event_type, version, value, posted_at)
     }
 
     /// Reads an event back from its type, schema version and data, upcasting

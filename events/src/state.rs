@@ -150,8 +150,10 @@ impl ArticleState {
     }
 
     /// The bucket of a charge in a warehouse (empty when nothing was posted).
-    pub fn bucket(&self, charge: &ChargeNo, warehouse: &WarehouseId) -> Bucket {
-        self.charges.get(charge).and_then(|c| c.stock.get(warehouse)).cloned().unwrap_or_default()
+    /// Borrowed: a busy bucket's ledger holds a month of postings.
+    pub fn bucket(&self, charge: &ChargeNo, warehouse: &WarehouseId) -> &Bucket {
+        static EMPTY: Bucket = Bucket { on_hand: 0, reserved: 0, opening: 0, ledger: Vec::new() };
+        self.charges.get(charge).and_then(|c| c.stock.get(warehouse)).unwrap_or(&EMPTY)
     }
 
     fn bucket_mut(&mut self, charge: &ChargeNo, warehouse: &WarehouseId) -> &mut Bucket {
