@@ -174,8 +174,8 @@ async fn commit_batch(pool: &PgPool, policy: &Policy, cache: &mut StateCache, jo
     let mut attempt = 0;
     let results = if let Some(cached) = cached {
         cached.map(|(decided, written)| {
-            for (stream, state) in written {
-                cache.put(stream, state);
+            for (stream, state, snapshot) in written {
+                cache.put(stream, state, snapshot);
             }
             decided
         })
@@ -183,8 +183,8 @@ async fn commit_batch(pool: &PgPool, policy: &Policy, cache: &mut StateCache, jo
         attempt += 1;
         match try_batch(pool, policy, cache, &jobs).await {
             Ok((decided, written)) => {
-                for (stream, state) in written {
-                    cache.put(stream, state);
+                for (stream, state, snapshot) in written {
+                    cache.put(stream, state, snapshot);
                 }
                 break Ok(decided);
             }
@@ -253,7 +253,7 @@ async fn try_batch(
     policy: &Policy,
     cache: &StateCache,
     jobs: &[Job],
-) -> Result<(Vec<Decided>, Vec<(StreamId, ArticleState)>), AppendError> {
+) -> Result<(Vec<Decided>, Vec<Written>), AppendError> {
     let mut tx = pool.begin().await?;
 
     // Keys first: a key held by an earlier request, or by an earlier job of
@@ -269,8 +269,8 @@ async fn try_batch(
     let claimed = store::claim_keys(&mut tx, &unique_keys).await?;
 
     let streams = streams_of(jobs);
-    let states = store::lock_states(&mut tx, &streams, cache).await?;
-    let batch = decide_all(policy, jobs, states, |i, job| {
+    let loaded = store::lock_states(&mut tx, &streams, cache).await?;
+    let batch = decide_all(policy, jobs, loaded, |i, job| {
         job.key.as_ref().is_some_and(|k| first_with_key[k.key.as_str()] != i || !claimed.contains(&k.key))
     });
     store::append(&mut *tx, &batch.records, &batch.snapshots()).await?;
@@ -303,12 +303,12 @@ async fn try_cached(
     policy: &Policy,
     cache: &StateCache,
     jobs: &[Job],
-) -> Option<Result<(Vec<Decided>, Vec<(StreamId, ArticleState)>), AppendError>> {
+) -> Option<Result<(Vec<Decided>, Vec<Written>), AppendError>> {
     if jobs.iter().any(|j| j.key.is_some()) {
         return None;
     }
-    let states = cache.all(&streams_of(jobs))?;
-    let batch = decide_all(policy, jobs, states, |_, _| false);
+    let loaded = cache.all(&streams_of(jobs))?;
+    let batch = decide_all(policy, jobs, loaded, |_, _| false);
     let appended = store::append(pool, &batch.records, &batch.snapshots()).await;
     Some(appended.map(|()| batch.into_outcome()))
 }
@@ -320,24 +320,39 @@ fn streams_of(jobs: &[Job]) -> Vec<&StreamId> {
     streams
 }
 
+/// A stream a batch wrote: its new state and the version of its latest stored snapshot.
+type Written = (StreamId, ArticleState, u64);
+
 /// A batch decided in memory, not yet written.
 struct DecidedBatch {
     decided: Vec<Decided>,
     records: Vec<events::RecordedEvent>,
     states: BTreeMap<StreamId, ArticleState>,
+    /// Version of each stream's latest stored snapshot.
+    snapshots: HashMap<StreamId, u64>,
     /// Streams written, with the version each was decided on.
     touched: Vec<(StreamId, u64)>,
 }
 
 impl DecidedBatch {
-    fn snapshots(&self) -> Vec<(&StreamId, u64, &ArticleState)> {
-        self.touched.iter().map(|(s, expected)| (s, *expected, &self.states[s])).collect()
+    /// What to write per stream; a snapshot is due every [`store::SNAPSHOT_EVERY`] events.
+    fn snapshots(&self) -> Vec<store::Snapshot<'_>> {
+        self.touched
+            .iter()
+            .map(|(s, expected)| {
+                let state = &self.states[s];
+                let due = state.version >= self.snapshots[s] + store::SNAPSHOT_EVERY;
+                store::Snapshot { stream: s, expected: *expected, state, due }
+            })
+            .collect()
     }
 
-    fn into_outcome(mut self) -> (Vec<Decided>, Vec<(StreamId, ArticleState)>) {
+    fn into_outcome(mut self) -> (Vec<Decided>, Vec<Written>) {
         let written = self.touched.into_iter().map(|(s, _)| {
             let state = self.states.remove(&s).expect("touched streams were loaded");
-            (s, state)
+            let previous = self.snapshots[&s];
+            let snapshot = if state.version >= previous + store::SNAPSHOT_EVERY { state.version } else { previous };
+            (s, state, snapshot)
         });
         (self.decided, written.collect())
     }
@@ -347,7 +362,7 @@ impl DecidedBatch {
 fn decide_all(
     policy: &Policy,
     jobs: &[Job],
-    mut states: BTreeMap<StreamId, ArticleState>,
+    (mut states, snapshots): store::Loaded,
     replays: impl Fn(usize, &Job) -> bool,
 ) -> DecidedBatch {
     let mut decided = Vec::with_capacity(jobs.len());
@@ -380,5 +395,5 @@ fn decide_all(
             Err(rule) => decided.push(Decided::Refused(rule)),
         }
     }
-    DecidedBatch { decided, records, states, touched }
+    DecidedBatch { decided, records, states, snapshots, touched }
 }

@@ -28,18 +28,33 @@ pub enum AppendError {
     Corrupt(#[from] events::EnvelopeError),
 }
 
-/// States of streams as this lane last wrote them; a lane owns its streams
-/// within the process, so an entry stays valid until another instance writes
-/// the stream (its stored version then differs and the state is read again).
+/// A stream's folded state is snapshotted at least every this many events;
+/// a loader folds the events after the snapshot.
+pub const SNAPSHOT_EVERY: u64 = 100;
+
+/// States of streams as this lane last wrote them, each with the version of
+/// its latest stored snapshot; a lane owns its streams within the process, so
+/// an entry stays valid until another instance writes the stream (its stored
+/// version then differs and the state is read again).
 #[derive(Debug, Default)]
 pub struct StateCache {
-    states: HashMap<StreamId, ArticleState>,
+    states: HashMap<StreamId, (ArticleState, u64)>,
 }
+
+/// Loaded states, and the version of each stream's latest stored snapshot.
+pub type Loaded = (BTreeMap<StreamId, ArticleState>, HashMap<StreamId, u64>);
 
 impl StateCache {
     /// The cached states of `streams`, if every one of them is cached.
-    pub fn all(&self, streams: &[&StreamId]) -> Option<BTreeMap<StreamId, ArticleState>> {
-        streams.iter().map(|s| Some(((*s).clone(), self.states.get(*s)?.clone()))).collect()
+    pub fn all(&self, streams: &[&StreamId]) -> Option<Loaded> {
+        let mut states = BTreeMap::new();
+        let mut snapshots = HashMap::new();
+        for s in streams {
+            let (state, snapshot) = self.states.get(*s)?;
+            states.insert((*s).clone(), state.clone());
+            snapshots.insert((*s).clone(), *snapshot);
+        }
+        Some((states, snapshots))
     }
 
     /// Forgets everything (after a conflict: another instance wrote).
@@ -50,95 +65,112 @@ impl StateCache {
     /// Most streams kept; beyond it the cache starts over (cheap, and rare).
     const CAPACITY: usize = 100_000;
 
-    pub fn put(&mut self, stream: StreamId, state: ArticleState) {
+    pub fn put(&mut self, stream: StreamId, state: ArticleState, snapshot: u64) {
         if self.states.len() >= Self::CAPACITY && !self.states.contains_key(&stream) {
             self.states.clear();
         }
-        self.states.insert(stream, state);
+        self.states.insert(stream, (state, snapshot));
     }
 }
 
-/// Loads the state of `streams`, locking their snapshot rows (`for update`,
+/// Loads the state of `streams`, locking their version rows (`for update`,
 /// in stream order, so concurrent writers never deadlock) until the end of
 /// `tx`: writers of one stream queue in PostgreSQL instead of racing. Only the
 /// versions are read while `cache` holds the same version; the other states
-/// are read and parsed. A snapshot this code cannot read is derived data: the
-/// stream's events are folded instead, through the same upcasters and
-/// `evolve` as everywhere else.
+/// are their latest snapshot with the events after it folded in, through the
+/// same upcasters and `evolve` as everywhere else (a snapshot this code
+/// cannot read is derived data: the stream's events are folded from the start).
 #[tracing::instrument(skip_all, fields(streams = streams.len()), err)]
-pub async fn lock_states(
-    tx: &mut PgConnection,
-    streams: &[&StreamId],
-    cache: &StateCache,
-) -> Result<BTreeMap<StreamId, ArticleState>, AppendError> {
+pub async fn lock_states(tx: &mut PgConnection, streams: &[&StreamId], cache: &StateCache) -> Result<Loaded, AppendError> {
     let ids: Vec<&str> = streams.iter().map(|s| s.as_str()).collect();
     let versions: Vec<(String, i64)> = timed(
-        "lock_snapshots",
+        "lock_streams",
         sqlx::query_as(
-            "select stream_id, version from stream_snapshots where stream_id = any($1) order by stream_id for update",
+            "select stream_id, version from event_streams where stream_id = any($1) order by stream_id for update",
         )
         .bind(&ids)
         .fetch_all(&mut *tx),
     )
     .await?;
     let mut states = BTreeMap::new();
+    let mut snapshots = HashMap::new();
     let mut stale = Vec::new();
     for (stream, version) in versions {
         let stream = StreamId::from_stored(stream);
         match cache.states.get(&stream) {
-            Some(state) if state.version == version as u64 => {
-                states.insert(stream, state.clone());
+            Some((state, snapshot)) if state.version == version as u64 => {
+                states.insert(stream.clone(), state.clone());
+                snapshots.insert(stream, *snapshot);
             }
             _ => stale.push(stream),
         }
     }
     if !stale.is_empty() {
+        let stale_ids: Vec<&str> = stale.iter().map(StreamId::as_str).collect();
         let rows: Vec<(String, i64, serde_json::Value)> = timed(
             "load_snapshots",
             sqlx::query_as("select stream_id, version, state from stream_snapshots where stream_id = any($1)")
-                .bind(stale.iter().map(StreamId::as_str).collect::<Vec<_>>())
+                .bind(&stale_ids)
                 .fetch_all(&mut *tx),
         )
         .await?;
+        let mut loaded: HashMap<StreamId, (ArticleState, u64)> = HashMap::new();
         for (stream, version, json) in rows {
             let stream = StreamId::from_stored(stream);
-            let state = match serde_json::from_value::<ArticleState>(json) {
-                Ok(state) if state.version == version as u64 => state,
-                _ => {
-                    tracing::warn!(%stream, "snapshot unreadable; folding the stream's events");
-                    fold_events(tx, &stream).await?
+            match serde_json::from_value::<ArticleState>(json) {
+                Ok(state) if state.version == version as u64 => {
+                    loaded.insert(stream, (state, version as u64));
                 }
-            };
-            states.insert(stream, state);
+                _ => tracing::warn!(%stream, "snapshot unreadable; folding the stream's events"),
+            }
+        }
+        let after: Vec<i64> = stale.iter().map(|s| loaded.get(s).map_or(0, |(_, v)| *v as i64)).collect();
+        let rows: Vec<StoredEventRow> = timed(
+            "load_events_after_snapshots",
+            sqlx::query_as(
+                "select e.stream_id, e.sequence, e.event_id, e.event_type, e.schema_version, e.posted_at, e.recorded_at,
+                        e.correlation_id, e.causation_id, e.actor, e.data
+                 from unnest($1::text[], $2::int8[]) as s(stream_id, after)
+                 join events e on e.stream_id = s.stream_id and e.sequence > s.after
+                 order by e.stream_id, e.sequence",
+            )
+            .bind(&stale_ids)
+            .bind(&after)
+            .fetch_all(&mut *tx),
+        )
+        .await?;
+        let mut rows = rows.into_iter().peekable();
+        for stream in stale {
+            let (mut state, snapshot) = loaded.remove(&stream).unwrap_or_default();
+            while let Some(row) = rows.next_if(|r| r.stream_id == stream.as_str()) {
+                state = events::evolve(state, &row.into_record().into_envelope()?.event);
+            }
+            states.insert(stream.clone(), state);
+            snapshots.insert(stream, snapshot);
         }
     }
     for stream in streams {
         states.entry((*stream).clone()).or_default();
+        snapshots.entry((*stream).clone()).or_insert(0);
     }
-    Ok(states)
+    Ok((states, snapshots))
 }
 
-/// Folds every stored event of `stream`.
-async fn fold_events(tx: &mut PgConnection, stream: &StreamId) -> Result<ArticleState, AppendError> {
-    let rows: Vec<StoredEventRow> = sqlx::query_as(
-        "select stream_id, sequence, event_id, event_type, schema_version, posted_at, recorded_at,
-                correlation_id, causation_id, actor, data
-         from events where stream_id = $1 order by sequence",
-    )
-    .bind(stream.as_str())
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut state = ArticleState::default();
-    for row in rows {
-        state = events::evolve(state, &row.into_record().into_envelope()?.event);
-    }
-    Ok(state)
+/// A stream written by a batch: the version it was decided on, its new
+/// state, and whether that state is to be stored as its snapshot.
+#[derive(Debug)]
+pub struct Snapshot<'a> {
+    pub stream: &'a StreamId,
+    pub expected: u64,
+    pub state: &'a ArticleState,
+    pub due: bool,
 }
 
-/// Appends `records` with their outbox rows, writes the new snapshots of the
-/// streams they belong to and notifies the relay, in one round trip (the
-/// `append_batch` function). Each snapshot is written only if its stream is
-/// still at the `expected` version the batch was decided on; otherwise, or when
+/// Appends `records` with their outbox rows, moves the versions of the
+/// streams they belong to (and stores the snapshots that are due) and
+/// notifies the relay, in one round trip (the `append_batch` function). It
+/// writes only if every stream is still at the `expected` version the batch
+/// was decided on; otherwise, or when
 /// another writer took one of the sequences, it fails with
 /// [`AppendError::Conflict`] and nothing of it stays. Atomic on its own
 /// (autocommit) or inside a transaction.
@@ -146,7 +178,7 @@ async fn fold_events(tx: &mut PgConnection, stream: &StreamId) -> Result<Article
 pub async fn append<'c>(
     conn: impl sqlx::PgExecutor<'c>,
     records: &[RecordedEvent],
-    snapshots: &[(&StreamId, u64, &ArticleState)],
+    snapshots: &[Snapshot<'_>],
 ) -> Result<(), AppendError> {
     if records.is_empty() {
         return Ok(());
@@ -154,10 +186,10 @@ pub async fn append<'c>(
     let statement = sqlx::query(
         "select append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     )
-    .bind(snapshots.iter().map(|(s, _, _)| s.as_str()).collect::<Vec<_>>())
-    .bind(snapshots.iter().map(|(_, expected, _)| *expected as i64).collect::<Vec<_>>())
-    .bind(snapshots.iter().map(|(_, _, st)| st.version as i64).collect::<Vec<_>>())
-    .bind(snapshots.iter().map(|(_, _, st)| serde_json::to_value(st).expect("a state serialises")).collect::<Vec<_>>())
+    .bind(snapshots.iter().map(|s| s.stream.as_str()).collect::<Vec<_>>())
+    .bind(snapshots.iter().map(|s| s.expected as i64).collect::<Vec<_>>())
+    .bind(snapshots.iter().map(|s| s.state.version as i64).collect::<Vec<_>>())
+    .bind(snapshots.iter().map(|s| s.due.then(|| sqlx::types::Json(s.state))).collect::<Vec<_>>())
     .bind(records.iter().map(|r| r.stream_id.as_str()).collect::<Vec<_>>())
     .bind(records.iter().map(|r| r.sequence as i64).collect::<Vec<_>>())
     .bind(records.iter().map(|r| r.event_id).collect::<Vec<_>>())

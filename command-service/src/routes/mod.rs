@@ -93,7 +93,8 @@ pub fn command_meta(headers: &HeaderMap, key: Option<&IdempotencyKey>) -> Comman
             .or(request_id)
             .unwrap_or_else(|| command_id.to_string()),
         actor: header(ACTOR).unwrap_or("anonymous").to_owned(),
-        recorded_at: Utc::now(),
+        // Kept to the microsecond, the precision every store of events has.
+        recorded_at: chrono::SubsecRound::trunc_subsecs(Utc::now(), 6),
     }
 }
 
