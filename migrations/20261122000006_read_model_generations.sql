@@ -52,19 +52,22 @@ begin
 
     -- per article stream: the last applied sequence (redelivered events at or
     -- below it are skipped; read-your-writes waits on it), whether it waits
-    -- behind a parked event, and its folded state without ledger, from which
-    -- every other table is derived.
+    -- behind a parked event, and the latest posting time (for backdating). the
+    -- stream's folded state is rebuilt from this row, its article, charges and
+    -- reservations. rewritten by every batch: narrow, and with room for
+    -- updates in place (fillfactor).
     create table streams (
-        stream_id  text    primary key,
-        sequence   bigint  not null,
-        halted     boolean not null default false,
-        state      jsonb
-    );
+        stream_id       text        primary key,
+        sequence        bigint      not null,
+        halted          boolean     not null default false,
+        latest_posting  timestamptz
+    ) with (fillfactor = 70);
     -- serves the count of halted streams (a metric) and re-driving them all.
     create index streams_halted on streams (stream_id) where halted;
 
-    -- the article catalogue and the stock totals per article. name_fold is the
-    -- lower-cased name in byte order, for case-insensitive prefix search.
+    -- the article catalogue: written when an article's name, category, unit,
+    -- reorder point or status change (not by stock movements). name_fold is
+    -- the lower-cased name in byte order, for case-insensitive prefix search.
     create table articles (
         article_id     text    primary key,
         name           text    not null,
@@ -73,17 +76,25 @@ begin
         unit_code      text    not null,
         unit_decimals  smallint not null,
         reorder_point  bigint,
-        discontinued   boolean not null,
-        on_hand        bigint  not null,
-        reserved       bigint  not null,
-        available      bigint  generated always as (on_hand - reserved) stored
+        discontinued   boolean not null
     );
     -- serves the catalogue filtered by category (and name prefix), in name order, keyset-paginated.
     create index articles_by_category_name on articles (category, name_fold, article_id);
     -- serves the catalogue filtered by name prefix alone.
     create index articles_by_name on articles (name_fold, article_id);
-    -- serves the low-stock list: only articles below their reorder point are in it.
-    create index articles_low_stock on articles (article_id) where not discontinued and available < reorder_point;
+
+    -- the low-stock list: exactly the articles (not discontinued) whose
+    -- available stock is below their reorder point, with their figures. a row
+    -- comes and goes as an article crosses its reorder point. the primary key
+    -- serves the list by article id, keyset-paginated.
+    create table low_stock (
+        article_id     text   primary key,
+        name           text   not null,
+        category       text   not null,
+        reorder_point  bigint not null,
+        on_hand        bigint not null,
+        reserved       bigint not null
+    ) with (fillfactor = 70);
 
     -- one row per charge (lot) with its stock in total and per warehouse
     -- ({"WH-1": {"on_hand": 5, "reserved": 2}}, every warehouse it was ever in).
@@ -99,7 +110,7 @@ begin
         reserved         bigint  not null,
         warehouses       jsonb   not null,
         primary key (article_id, charge)
-    );
+    ) with (fillfactor = 70);
     -- serves the charges of a category, newest production date first, keyset-paginated.
     create index charges_by_category on charges (category, production_date desc, article_id desc, charge desc);
     -- serves the charges of an article by production date, keyset-paginated.
@@ -114,7 +125,7 @@ begin
         on_hand           bigint not null,
         blocked           bigint not null,
         version           bigint not null
-    );
+    ) with (fillfactor = 70);
 
     -- open reservations; a reservation's row goes when it is used up or released.
     create table reservations (
@@ -132,8 +143,12 @@ begin
 
     -- every stock movement, a transfer as two legs, with the balance of the
     -- charge in the warehouse right after it in posting-time order (kept
-    -- right when a backdated movement is inserted before it). the primary key
-    -- serves the movement history of a charge by posting time, keyset-paginated.
+    -- right when a backdated movement is inserted before it). the one table
+    -- that grows by a row per event, so it has one index: the primary key, in
+    -- bucket and posting-time order. it serves the movement history of a
+    -- charge (per warehouse, merged across warehouses), keyset-paginated; the
+    -- balance of a charge in a warehouse as of a time (the last movement at
+    -- or before it); and the shift of later balances by a backdated movement.
     create table movements (
         article_id      text        not null,
         charge          text        not null,
@@ -147,11 +162,8 @@ begin
         recorded_at     timestamptz not null,
         event_id        uuid        not null,
         reservation_id  text,
-        primary key (article_id, charge, posted_at, sequence, leg)
+        primary key (article_id, charge, warehouse, posted_at, sequence, leg)
     );
-    -- serves the balance of a charge in a warehouse as of a time (the last
-    -- movement at or before it) and the shift of later balances by a backdated movement.
-    create index movements_by_bucket on movements (article_id, charge, warehouse, posted_at, sequence, leg);
 
     -- documents as the exact bytes the query-service returns, with the version
     -- that becomes their etag. serves every read of a document by key.
@@ -159,7 +171,7 @@ begin
         key      text   primary key,
         version  bigint not null,
         body     bytea  not null
-    );
+    ) with (fillfactor = 70);
 
     -- documents committed here but not yet confirmed in redis: a row per
     -- batch, deleted once redis has them, replayed after a crash or outage.

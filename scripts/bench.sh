@@ -3,10 +3,16 @@
 # baseline measured in the same run.
 #
 #   scripts/bench.sh commands [--seconds N] [--clients 16,64] [--articles N]
+#   scripts/bench.sh projector [--events N] [--articles N] [--batch-size N] [--skew S]
+#   scripts/bench.sh queries [--events N] [--hot N] [--seconds N] [--connections N]
+#   scripts/bench.sh <benchmark> --help
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
 "$REPO_ROOT/scripts/infra.sh" up-test
+# The query benchmark's load generator, and pinning to cores.
+command -v wrk >/dev/null || apt_install wrk
+command -v taskset >/dev/null || apt_install util-linux
 trap 'stop_bg tansu-test' EXIT
 export ERP_TEST_PG_ADMIN_URL="$PG_ADMIN_URL"
 export ERP_TEST_REDIS_URL="redis://$REDIS_HOST:$REDIS_PORT/0"

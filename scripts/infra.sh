@@ -86,6 +86,21 @@ start_broker() {
     --advertised-listener-url "tcp://$KAFKA_HOST:$port" \
     --storage-engine "$storage")
   wait_port "$KAFKA_HOST" "$port" 30 || die "broker $name did not come up; see $STATE_DIR/$name.log"
+  index_headers "$workdir/tansu.db"
+}
+
+# Tansu 0.6.0's SQLite schema has no index on the record headers, so each
+# fetched record scans every header row: reading a topic gets quadratically
+# slower (a 20,000-record partition took minutes). Every event carries 13
+# CloudEvents headers. An index on the lookup columns makes fetches linear.
+index_headers() {
+  local db=$1 i
+  command -v sqlite3 >/dev/null || apt_install sqlite3
+  for ((i = 0; i < 50; i++)); do
+    sqlite3 "$db" "create index if not exists header_by_record on header (topition, offset_id)" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  die "cannot index the broker's headers in $db"
 }
 
 ensure_topic() {
@@ -113,12 +128,29 @@ ensure_prometheus() {
   apt_install prometheus
 }
 
+# A Python with confluent-kafka, for the test of the analysts' example
+# (docs/examples/read_events.py); kept in $CACHE_DIR/python.
+ensure_python_client() {
+  local venv="$CACHE_DIR/python"
+  if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import confluent_kafka' 2>/dev/null; then
+    return
+  fi
+  command -v python3 >/dev/null || apt_install python3 python3-venv
+  if ! python3 -m venv "$venv" >&2 2>/dev/null; then
+    apt_install python3-venv
+    python3 -m venv "$venv" >&2
+  fi
+  log "installing confluent-kafka into $venv"
+  "$venv/bin/python" -m pip install -q confluent-kafka >&2 || die "installing confluent-kafka failed"
+}
+
 up_test() {
   mkdir -p "$STATE_DIR"
   ensure_postgres
   ensure_redis
   ensure_tansu
   ensure_prometheus
+  ensure_python_client
   # Every test run starts from an empty broker; tests create their own topics.
   # Storage is a fresh SQLite file: Tansu 0.6.0's memory engine keeps only the
   # first record of a multi-record batch (testkit/tests/broker.rs guards this).

@@ -5,12 +5,22 @@
 //! the command-service at 16 and 64 concurrent clients, against the raw
 //! single-row INSERT commit rate of the same PostgreSQL at the same
 //! concurrency.
+//!
+//! `scripts/bench.sh projector` — projector catch-up over a preloaded topic
+//! against batch upserts of the same PostgreSQL, the broker's fetch rate and
+//! the apply code fed from memory; and steady-state freshness.
+//!
+//! `scripts/bench.sh queries` — query-service requests per second and
+//! latency from memory, Redis and PostgreSQL against a bare axum handler
+//! returning the same bytes, and against a SUM over the movements per request.
 
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
 mod commands;
+mod projector;
+mod queries;
 mod stats;
 
 #[derive(Parser)]
@@ -43,6 +53,56 @@ enum Bench {
         #[arg(long, default_value = "on")]
         relay: Toggle,
     },
+    /// Projector catch-up vs. batch upserts, and steady-state freshness.
+    Projector {
+        /// Events preloaded into the topic.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        /// Articles they are spread over.
+        #[arg(long, default_value_t = 10_000)]
+        articles: usize,
+        /// Most records per transaction (the projector's `APP_PROJECTOR__BATCH_SIZE`).
+        #[arg(long, default_value_t = ::projector::settings::ProjectorSettings::default().batch_size)]
+        batch_size: usize,
+        /// Zipf exponent of how movements spread over articles: 1.0 is the
+        /// usual 80/20 (the default), 0 every article equally busy (worst case).
+        #[arg(long, default_value_t = 1.0)]
+        skew: f64,
+        /// Events per second of the freshness measurement.
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        /// Seconds of the freshness measurement.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// What to measure besides the apply code from memory and the
+        /// baseline: `broker` (preload, fetch rate, catch-up), `freshness`, or `all`.
+        #[arg(long, default_value = "all", value_delimiter = ',')]
+        parts: Vec<String>,
+    },
+    /// Query-service requests per tier vs. a bare handler and vs. a SUM per request.
+    Queries {
+        /// Events of the generated history behind the read models.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        /// Articles they are spread over.
+        #[arg(long, default_value_t = 10_000)]
+        articles: usize,
+        /// How many articles the requests go round (all of them fit in memory).
+        #[arg(long, default_value_t = 1000)]
+        hot: usize,
+        /// Seconds per line.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// wrk's connections.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+    },
+    /// (Used by `queries`.) Serves the bytes of FILE for every stock request.
+    #[command(hide = true)]
+    ServeBare { port: u16, file: std::path::PathBuf },
+    /// (Used by `queries`.) Serves stock computed per request with a SUM over the movements.
+    #[command(hide = true)]
+    ServeSum { port: u16, database_url: String },
 }
 
 #[tokio::main]
@@ -51,6 +111,14 @@ async fn main() -> anyhow::Result<()> {
         Bench::Commands { seconds, clients, articles, relay } => {
             commands::run(Duration::from_secs(seconds), &clients, articles, relay == Toggle::On).await
         }
+        Bench::Projector { events, articles, batch_size, skew, rate, seconds, parts } => {
+            projector::run(events, articles, batch_size, skew, rate, seconds, &parts).await
+        }
+        Bench::Queries { events, articles, hot, seconds, connections } => {
+            queries::run(events, articles, hot, seconds, connections).await
+        }
+        Bench::ServeBare { port, file } => queries::serve_bare(port, std::fs::read(file)?).await,
+        Bench::ServeSum { port, database_url } => queries::serve_sum(port, database_url).await,
     }
 }
 

@@ -50,7 +50,9 @@ fn receipt(id: &str, n: i64) -> Command {
 }
 
 async fn on_hand(pool: &PgPool, schema: &str, article: &str) -> Option<i64> {
-    sqlx::query_scalar(&format!("select on_hand from {schema}.articles where article_id = $1"))
+    sqlx::query_scalar(&format!(
+        "select (convert_from(body, 'UTF8')::jsonb ->> 'on_hand')::int8 from {schema}.documents where key = 'stock:' || $1"
+    ))
         .bind(article)
         .fetch_optional(pool)
         .await

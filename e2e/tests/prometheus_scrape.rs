@@ -101,7 +101,7 @@ async fn a_real_prometheus_scrapes_every_service_and_sees_the_key_series() -> an
 
     let rules = api(format!("{}/api/v1/rules", prometheus.url)).await.expect("rules");
     let loaded: usize = rules["data"]["groups"].as_array().unwrap().iter().map(|g| g["rules"].as_array().unwrap().len()).sum();
-    assert_eq!(loaded, 8, "the alert rules are loaded");
+    assert_eq!(loaded, 9, "the alert rules are loaded");
 
     drop(prometheus);
     for service in [query, projector, command] {

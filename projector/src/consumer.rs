@@ -173,6 +173,7 @@ impl Projector {
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "range")
             .set("statistics.interval.ms", "5000")
+            .set("fetch.wait.max.ms", self.settings.fetch_wait_ms.to_string())
             .create_with_context(context)?;
         consumer.subscribe(&[&topic])?;
         if let Err(e) = self.sink.announce_generation(sql.generation.id).await {
@@ -266,7 +267,7 @@ impl Projector {
             tx.rollback().await?;
             return Ok(Applied::GenerationChanged(Generation::new(serving)));
         }
-        let outcome = platform::metrics::timed(
+        let mut outcome = platform::metrics::timed(
             "apply_batch",
             apply_batch(&mut tx, sql, topic, batch, cache, &Mode::Live),
         )
@@ -275,8 +276,8 @@ impl Projector {
         // between parks it again (a duplicate there), never loses it.
         self.dead_letters.send(topic, batch, &outcome.parked).await?;
         platform::metrics::timed("commit_batch", tx.commit()).await?;
-        for (stream, state) in &outcome.states {
-            cache.put(stream.clone(), state.clone());
+        for (stream, state) in std::mem::take(&mut outcome.states) {
+            cache.put(stream, state);
         }
         Ok(Applied::Committed(outcome))
     }

@@ -248,7 +248,7 @@ async fn run_redrive(
             record
         })
         .collect();
-    let outcome = apply_batch(&mut tx, &sql, topic, &records, &StateCache::default(), &Mode::Redrive { skip_first }).await?;
+    let outcome = apply_batch(&mut tx, &sql, topic, &records, &mut StateCache::default(), &Mode::Redrive { skip_first }).await?;
     tx.commit().await?;
     let first_error = outcome.parked.iter().find(|p| p.reason != Reason::Halted).map(|p| p.error.clone());
     let report = Redriven {

@@ -170,7 +170,7 @@ async fn build_and_swap(
             continue;
         }
         let mut tx = pool.begin().await?;
-        let outcome = apply_batch(&mut tx, &sql, &topic, &batch, &cache, &mode).await?;
+        let outcome = apply_batch(&mut tx, &sql, &topic, &batch, &mut cache, &mode).await?;
         tx.commit().await?;
         for (stream, state) in outcome.states {
             cache.put(stream, state);
@@ -204,7 +204,7 @@ async fn build_and_swap(
         if batch.is_empty() {
             continue;
         }
-        let outcome = apply_batch(&mut tx, &sql, &topic, &batch, &cache, &mode).await?;
+        let outcome = apply_batch(&mut tx, &sql, &topic, &batch, &mut cache, &mode).await?;
         records += batch.len() as u64;
         for (p, next) in &outcome.next_offsets {
             positions.insert(*p, *next);
@@ -294,8 +294,9 @@ async fn watermarks(consumer: &StreamConsumer, topic: &str) -> anyhow::Result<BT
 pub async fn checksum(conn: &mut PgConnection, generation: &Generation) -> Result<String, sqlx::Error> {
     let s = &generation.schema;
     let tables = [
-        format!("select stream_id, sequence, halted, state from {s}.streams"),
+        format!("select * from {s}.streams"),
         format!("select * from {s}.articles"),
+        format!("select * from {s}.low_stock"),
         format!("select * from {s}.charges"),
         format!("select * from {s}.categories"),
         format!("select * from {s}.reservations"),

@@ -45,9 +45,7 @@ impl Incoming {
         payload: Vec<u8>,
     ) -> Self {
         let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-        let decoded = RecordedEvent::from_cloudevent(header, &payload)
-            .and_then(RecordedEvent::into_envelope)
-            .map_err(|e| e.to_string());
+        let decoded = RecordedEvent::envelope_from_cloudevent(header, &payload).map_err(|e| e.to_string());
         Self { partition, offset, timestamp_ms, key, headers, payload, decoded, dead_letter_id: None }
     }
 

@@ -46,10 +46,15 @@ pub struct ProjectorSettings {
     pub batch_size: usize,
     /// How long a batch waits for more records once it has one, in milliseconds.
     pub batch_wait_ms: u64,
+    /// Longest time the broker may hold a fetch while no new records arrive,
+    /// in milliseconds (Kafka's `fetch.wait.max.ms`). Bounds how late an
+    /// event is seen on a broker that does not answer a waiting fetch as soon
+    /// as records arrive.
+    pub fetch_wait_ms: u64,
 }
 
 impl Default for ProjectorSettings {
     fn default() -> Self {
-        Self { group_id: "erp-projector".into(), batch_size: 2000, batch_wait_ms: 5 }
+        Self { group_id: "erp-projector".into(), batch_size: 10_000, batch_wait_ms: 5, fetch_wait_ms: 20 }
     }
 }

@@ -23,7 +23,10 @@ use platform::readmodel::Generation;
 use sqlx::PgConnection;
 
 use crate::documents::{CategoryRow, Document, category_document};
-use crate::model::{CategoryDelta, StreamChanges, StreamProjection};
+use crate::model::{
+    ArticleRow, MovementRow, CategoryDelta, LowStock, LowStockRow, ReservationRow, StoredCharge, StreamChanges, StreamProjection,
+    WarehouseStock, rebuild_state,
+};
 use crate::record::Incoming;
 
 /// Why a batch could not be applied; nothing of it was written.
@@ -101,7 +104,8 @@ pub struct Outcome {
     pub tags: BTreeSet<String>,
     /// The next offset to consume per partition, as stored with the batch.
     pub next_offsets: BTreeMap<i32, i64>,
-    /// New stream states, for the caller's cache once committed.
+    /// New stream states, for the caller's cache once committed (the
+    /// batch's streams were taken out of the cache).
     pub states: Vec<(String, ArticleState)>,
     /// The `redis_outbox` row naming this batch's documents.
     pub redis_outbox_id: Option<i64>,
@@ -142,11 +146,16 @@ pub struct Statements {
     pub generation: Generation,
     insert_streams: String,
     lock_streams: String,
+    load_articles: String,
+    load_charges: String,
+    load_reservations: String,
     upsert_articles: String,
+    upsert_low_stock: String,
+    delete_low_stock: String,
     upsert_charges: String,
     upsert_reservations: String,
     delete_reservations: String,
-    insert_movements: String,
+    copy_movements: String,
     shift_balances: String,
     upsert_categories: String,
     upsert_documents: String,
@@ -165,20 +174,39 @@ impl Statements {
                 "insert into {s}.streams (stream_id, sequence) select unnest($1::text[]), 0 on conflict do nothing"
             ),
             lock_streams: format!(
-                "select s.stream_id, s.sequence, s.halted, case when s.sequence = c.cached then null else s.state end
+                "select s.stream_id, s.sequence, s.halted, s.latest_posting, s.sequence = c.cached
                  from {s}.streams s join unnest($1::text[], $2::int8[]) as c(stream_id, cached) on c.stream_id = s.stream_id
                  order by s.stream_id for update of s"
             ),
+            load_articles: format!(
+                "select article_id, name, category, unit_code, unit_decimals, reorder_point, discontinued
+                 from {s}.articles where article_id = any($1)"
+            ),
+            load_charges: format!(
+                "select article_id, charge, production_date, expiry_date, quality_status, blocked_reason, warehouses
+                 from {s}.charges where article_id = any($1)"
+            ),
+            load_reservations: format!(
+                "select article_id, reservation_id, charge, warehouse, reference, remaining, reserved_at
+                 from {s}.reservations where article_id = any($1)"
+            ),
             upsert_articles: format!(
                 "insert into {s}.articles (article_id, name, name_fold, category, unit_code, unit_decimals,
-                                           reorder_point, discontinued, on_hand, reserved)
+                                           reorder_point, discontinued)
                  select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int2[],
-                                      $7::int8[], $8::bool[], $9::int8[], $10::int8[])
+                                      $7::int8[], $8::bool[])
                  on conflict (article_id) do update set name = excluded.name, name_fold = excluded.name_fold,
                      category = excluded.category, unit_code = excluded.unit_code,
                      unit_decimals = excluded.unit_decimals, reorder_point = excluded.reorder_point,
-                     discontinued = excluded.discontinued, on_hand = excluded.on_hand, reserved = excluded.reserved"
+                     discontinued = excluded.discontinued"
             ),
+            upsert_low_stock: format!(
+                "insert into {s}.low_stock (article_id, name, category, reorder_point, on_hand, reserved)
+                 select * from unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[], $6::int8[])
+                 on conflict (article_id) do update set name = excluded.name, category = excluded.category,
+                     reorder_point = excluded.reorder_point, on_hand = excluded.on_hand, reserved = excluded.reserved"
+            ),
+            delete_low_stock: format!("delete from {s}.low_stock where article_id = any($1)"),
             upsert_charges: format!(
                 "insert into {s}.charges (article_id, charge, category, production_date, expiry_date, quality_status,
                                           blocked_reason, on_hand, reserved, warehouses)
@@ -199,11 +227,9 @@ impl Statements {
                 "delete from {s}.reservations r using unnest($1::text[], $2::text[]) as d(article_id, reservation_id)
                  where r.article_id = d.article_id and r.reservation_id = d.reservation_id"
             ),
-            insert_movements: format!(
-                "insert into {s}.movements (article_id, charge, warehouse, posted_at, sequence, leg, kind, delta,
-                                            balance, recorded_at, event_id, reservation_id)
-                 select * from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int8[], $6::int2[],
-                                      $7::text[], $8::int8[], $9::int8[], $10::timestamptz[], $11::uuid[], $12::text[])"
+            copy_movements: format!(
+                "copy {s}.movements (article_id, charge, warehouse, posted_at, sequence, leg, kind, delta,
+                                     balance, recorded_at, event_id, reservation_id) from stdin"
             ),
             // A backdated movement shifts the balance of every movement of its
             // bucket posted after it that was recorded before it (later
@@ -211,17 +237,17 @@ impl Statements {
             shift_balances: format!(
                 "update {s}.movements r set balance = r.balance + d.shift
                  from (
-                     select l.article_id, l.charge, l.posted_at, l.sequence, l.leg, sum(m.delta) as shift
+                     select l.article_id, l.charge, l.warehouse, l.posted_at, l.sequence, l.leg, sum(m.delta) as shift
                      from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int8[], $6::int2[], $7::int8[])
                           as m(article_id, charge, warehouse, posted_at, sequence, leg, delta)
                      join {s}.movements l
                        on l.article_id = m.article_id and l.charge = m.charge and l.warehouse = m.warehouse
                       and (l.posted_at, l.sequence, l.leg) > (m.posted_at, m.sequence, m.leg)
                       and l.sequence < m.sequence
-                     group by 1, 2, 3, 4, 5
+                     group by 1, 2, 3, 4, 5, 6
                  ) d
-                 where r.article_id = d.article_id and r.charge = d.charge and r.posted_at = d.posted_at
-                   and r.sequence = d.sequence and r.leg = d.leg"
+                 where r.article_id = d.article_id and r.charge = d.charge and r.warehouse = d.warehouse
+                   and r.posted_at = d.posted_at and r.sequence = d.sequence and r.leg = d.leg"
             ),
             upsert_categories: format!(
                 "insert into {s}.categories as c (category, charges, charges_in_stock, on_hand, blocked, version)
@@ -238,8 +264,9 @@ impl Statements {
                  on conflict (key) do update set version = excluded.version, body = excluded.body"
             ),
             update_streams: format!(
-                "update {s}.streams s set sequence = u.sequence, halted = u.halted, state = coalesce(u.state, s.state)
-                 from unnest($1::text[], $2::int8[], $3::bool[], $4::jsonb[]) as u(stream_id, sequence, halted, state)
+                "update {s}.streams s set sequence = u.sequence, halted = u.halted, latest_posting = u.latest_posting
+                 from unnest($1::text[], $2::int8[], $3::bool[], $4::timestamptz[])
+                      as u(stream_id, sequence, halted, latest_posting)
                  where s.stream_id = u.stream_id"
             ),
             insert_dead_letters: format!(
@@ -294,7 +321,7 @@ pub async fn apply_batch(
     sql: &Statements,
     topic: &str,
     batch: &[Incoming],
-    cache: &StateCache,
+    cache: &mut StateCache,
     mode: &Mode,
 ) -> Result<Outcome, ApplyError> {
     let mut outcome = Outcome::default();
@@ -304,30 +331,41 @@ pub async fn apply_batch(
     };
 
     // Lock the streams (creating rows for new ones) and load the states the cache lacks.
-    timed("insert_streams", sqlx::query(&sql.insert_streams).bind(&streams).execute(&mut *tx)).await?;
+    // Streams the cache holds exist already.
+    let new: Vec<&String> = streams.iter().filter(|s| cache.version(s) < 0).collect();
+    if !new.is_empty() {
+        timed("insert_streams", sqlx::query(&sql.insert_streams).bind(&new).execute(&mut *tx)).await?;
+    }
     let cached: Vec<i64> = streams.iter().map(|s| cache.version(s)).collect();
-    let rows: Vec<(String, i64, bool, Option<serde_json::Value>)> = timed(
+    let rows: Vec<(String, i64, bool, Option<DateTime<Utc>>, bool)> = timed(
         "lock_streams",
         sqlx::query_as(&sql.lock_streams).bind(&streams).bind(&cached).fetch_all(&mut *tx),
     )
     .await?;
+    let stale: Vec<&str> = rows
+        .iter()
+        .filter(|(_, sequence, _, _, cached)| *sequence > 0 && !cached)
+        .map(|(stream, ..)| stream.strip_prefix("article:").unwrap_or(stream))
+        .collect();
+    let mut stored = if stale.is_empty() { StoredRows::default() } else { load_rows(tx, sql, &stale).await? };
     let mut work: BTreeMap<String, StreamWork> = BTreeMap::new();
-    for (stream, sequence, halted, state) in rows {
-        let state = match state {
-            None if sequence == 0 => ArticleState::default(),
-            None => cache.states.get(&stream).cloned().expect("the cache holds this version"),
-            Some(json) => match serde_json::from_value::<ArticleState>(json) {
-                Ok(state) if state.version == sequence as u64 => state,
-                Ok(state) => {
-                    let error = format!("state at version {} but stream at {sequence}", state.version);
-                    return Err(ApplyError::UnreadableState { stream, error });
-                }
-                Err(e) => return Err(ApplyError::UnreadableState { stream, error: e.to_string() }),
-            },
+    for (stream, sequence, halted, latest_posting, is_cached) in rows {
+        let state = if sequence == 0 {
+            ArticleState::default()
+        } else if is_cached {
+            // Taken out: should this batch fail, the state is rebuilt from the rows.
+            cache.states.remove(&stream).expect("the cache holds this version")
+        } else {
+            let article = stream.strip_prefix("article:").unwrap_or(&stream);
+            let (a, c, r) = stored.take(article);
+            rebuild_state(sequence as u64, latest_posting, a.as_ref(), &c, &r)
+                .map_err(|error| ApplyError::UnreadableState { stream: stream.clone(), error })?
         };
         // A re-drive applies the records the stream waits on: it starts un-halted.
         let halted = halted && !matches!(mode, Mode::Redrive { .. });
-        work.insert(stream, StreamWork { projection: StreamProjection::new(state), halted, halted_at: None, touched: false });
+        let article = stream.strip_prefix("article:").unwrap_or(&stream).to_owned();
+        let projection = StreamProjection::new(&article, state);
+        work.insert(stream, StreamWork { projection, halted, halted_at: None, touched: false });
     }
 
     let mut dead_letter_updates: Vec<(i64, &'static str, &'static str, String)> = Vec::new();
@@ -414,10 +452,16 @@ pub async fn apply_batch(
         if !w.touched {
             continue;
         }
-        let article = stream.strip_prefix("article:").unwrap_or(&stream).to_owned();
-        changes.push((stream, w.projection.finish(&article), w.halted));
+        changes.push((stream, w.projection.finish(), w.halted));
     }
     write_changes(tx, sql, &changes, &mut outcome).await?;
+    for (stream, c, halted) in changes {
+        outcome.tags.extend(c.tags);
+        if halted {
+            outcome.halted.push(stream.clone());
+        }
+        outcome.states.push((stream, c.state));
+    }
 
     // Dead letters: new ones inserted; re-driven ones updated.
     match mode {
@@ -483,6 +527,49 @@ pub async fn apply_batch(
     Ok(outcome)
 }
 
+/// The stored rows of streams whose states are rebuilt, by article.
+#[derive(Default)]
+struct StoredRows {
+    articles: HashMap<String, ArticleRow>,
+    charges: HashMap<String, Vec<StoredCharge>>,
+    reservations: HashMap<String, Vec<ReservationRow>>,
+}
+
+impl StoredRows {
+    fn take(&mut self, article: &str) -> (Option<ArticleRow>, Vec<StoredCharge>, Vec<ReservationRow>) {
+        (
+            self.articles.remove(article),
+            self.charges.remove(article).unwrap_or_default(),
+            self.reservations.remove(article).unwrap_or_default(),
+        )
+    }
+}
+
+/// Reads what the states of `articles` are rebuilt from.
+async fn load_rows(tx: &mut PgConnection, sql: &Statements, articles: &[&str]) -> Result<StoredRows, sqlx::Error> {
+    let mut stored = StoredRows::default();
+    type A = (String, String, String, String, i16, Option<i64>, bool);
+    let rows: Vec<A> = timed("load_articles", sqlx::query_as(&sql.load_articles).bind(articles).fetch_all(&mut *tx)).await?;
+    for (article_id, name, category, unit_code, unit_decimals, reorder_point, discontinued) in rows {
+        let row = ArticleRow { article_id: article_id.clone(), name, category, unit_code, unit_decimals, reorder_point, discontinued };
+        stored.articles.insert(article_id, row);
+    }
+    type C = (String, String, chrono::NaiveDate, Option<chrono::NaiveDate>, String, Option<String>, sqlx::types::Json<BTreeMap<String, WarehouseStock>>);
+    let rows: Vec<C> = timed("load_charges", sqlx::query_as(&sql.load_charges).bind(articles).fetch_all(&mut *tx)).await?;
+    for (article_id, charge, production_date, expiry_date, quality_status, blocked_reason, warehouses) in rows {
+        let charge = StoredCharge { charge, production_date, expiry_date, quality_status, blocked_reason, warehouses: warehouses.0 };
+        stored.charges.entry(article_id).or_default().push(charge);
+    }
+    type R = (String, String, String, String, String, i64, DateTime<Utc>);
+    let rows: Vec<R> =
+        timed("load_reservations", sqlx::query_as(&sql.load_reservations).bind(articles).fetch_all(&mut *tx)).await?;
+    for (article_id, reservation_id, charge, warehouse, reference, remaining, reserved_at) in rows {
+        let row = ReservationRow { article_id: article_id.clone(), reservation_id, charge, warehouse, reference, remaining, reserved_at };
+        stored.reservations.entry(article_id).or_default().push(row);
+    }
+    Ok(stored)
+}
+
 /// Writes every change of the batch, set-based, and records the documents in
 /// the Redis outbox.
 async fn write_changes(
@@ -501,10 +588,36 @@ async fn write_changes(
             .bind(articles.iter().map(|a| a.unit_code.as_str()).collect::<Vec<_>>())
             .bind(articles.iter().map(|a| a.unit_decimals).collect::<Vec<_>>())
             .bind(articles.iter().map(|a| a.reorder_point).collect::<Vec<_>>())
-            .bind(articles.iter().map(|a| a.discontinued).collect::<Vec<_>>())
-            .bind(articles.iter().map(|a| a.on_hand).collect::<Vec<_>>())
-            .bind(articles.iter().map(|a| a.reserved).collect::<Vec<_>>());
+            .bind(articles.iter().map(|a| a.discontinued).collect::<Vec<_>>());
         timed("upsert_articles", query.execute(&mut *tx)).await?;
+    }
+
+    let low: Vec<&LowStockRow> = changes
+        .iter()
+        .filter_map(|(_, c, _)| match &c.low_stock {
+            Some(LowStock::Upsert(row)) => Some(row),
+            _ => None,
+        })
+        .collect();
+    if !low.is_empty() {
+        let query = sqlx::query(&sql.upsert_low_stock)
+            .bind(low.iter().map(|l| l.article_id.as_str()).collect::<Vec<_>>())
+            .bind(low.iter().map(|l| l.name.as_str()).collect::<Vec<_>>())
+            .bind(low.iter().map(|l| l.category.as_str()).collect::<Vec<_>>())
+            .bind(low.iter().map(|l| l.reorder_point).collect::<Vec<_>>())
+            .bind(low.iter().map(|l| l.on_hand).collect::<Vec<_>>())
+            .bind(low.iter().map(|l| l.reserved).collect::<Vec<_>>());
+        timed("upsert_low_stock", query.execute(&mut *tx)).await?;
+    }
+    let recovered: Vec<&str> = changes
+        .iter()
+        .filter_map(|(_, c, _)| match &c.low_stock {
+            Some(LowStock::Delete(article)) => Some(article.as_str()),
+            _ => None,
+        })
+        .collect();
+    if !recovered.is_empty() {
+        timed("delete_low_stock", sqlx::query(&sql.delete_low_stock).bind(&recovered).execute(&mut *tx)).await?;
     }
 
     let charges: Vec<_> = changes.iter().flat_map(|(_, c, _)| &c.charges).collect();
@@ -519,12 +632,7 @@ async fn write_changes(
             .bind(charges.iter().map(|c| c.blocked_reason.as_deref()).collect::<Vec<_>>())
             .bind(charges.iter().map(|c| c.on_hand).collect::<Vec<_>>())
             .bind(charges.iter().map(|c| c.reserved).collect::<Vec<_>>())
-            .bind(
-                charges
-                    .iter()
-                    .map(|c| serde_json::to_value(&c.warehouses).expect("stock serialises"))
-                    .collect::<Vec<_>>(),
-            );
+            .bind(charges.iter().map(|c| sqlx::types::Json(&c.warehouses)).collect::<Vec<_>>());
         timed("upsert_charges", query.execute(&mut *tx)).await?;
     }
 
@@ -556,20 +664,7 @@ async fn write_changes(
 
     let movements: Vec<_> = changes.iter().flat_map(|(_, c, _)| &c.movements).collect();
     if !movements.is_empty() {
-        let query = sqlx::query(&sql.insert_movements)
-            .bind(movements.iter().map(|m| m.article_id.as_str()).collect::<Vec<_>>())
-            .bind(movements.iter().map(|m| m.charge.as_str()).collect::<Vec<_>>())
-            .bind(movements.iter().map(|m| m.warehouse.as_str()).collect::<Vec<_>>())
-            .bind(movements.iter().map(|m| m.posted_at).collect::<Vec<_>>())
-            .bind(movements.iter().map(|m| m.sequence).collect::<Vec<_>>())
-            .bind(movements.iter().map(|m| m.leg).collect::<Vec<_>>())
-            .bind(movements.iter().map(|m| m.kind).collect::<Vec<_>>())
-            .bind(movements.iter().map(|m| m.delta).collect::<Vec<_>>())
-            .bind(movements.iter().map(|m| m.balance).collect::<Vec<_>>())
-            .bind(movements.iter().map(|m| m.recorded_at).collect::<Vec<_>>())
-            .bind(movements.iter().map(|m| m.event_id).collect::<Vec<_>>())
-            .bind(movements.iter().map(|m| m.reservation_id.as_deref()).collect::<Vec<_>>());
-        timed("insert_movements", query.execute(&mut *tx)).await?;
+        timed("copy_movements", copy_movements(tx, sql, &movements)).await?;
         let backdated: Vec<_> = movements.iter().filter(|m| m.backdated).collect();
         if !backdated.is_empty() {
             let query = sqlx::query(&sql.shift_balances)
@@ -617,27 +712,55 @@ async fn write_changes(
     }
 
     if !changes.is_empty() {
-        let states: Vec<Option<serde_json::Value>> = changes
-            .iter()
-            .map(|(_, c, _)| (c.state.version > 0).then(|| serde_json::to_value(&c.state).expect("a state serialises")))
-            .collect();
         let query = sqlx::query(&sql.update_streams)
             .bind(changes.iter().map(|(s, _, _)| s.as_str()).collect::<Vec<_>>())
             .bind(changes.iter().map(|(_, c, _)| c.state.version as i64).collect::<Vec<_>>())
             .bind(changes.iter().map(|(_, _, halted)| *halted).collect::<Vec<_>>())
-            .bind(states);
+            .bind(changes.iter().map(|(_, c, _)| c.state.latest_posting).collect::<Vec<_>>());
         timed("update_streams", query.execute(&mut *tx)).await?;
     }
 
-    for (stream, c, halted) in changes {
-        outcome.tags.extend(c.tags.iter().cloned());
-        outcome.states.push((stream.clone(), c.state.clone()));
-        if *halted {
-            outcome.halted.push(stream.clone());
-        }
-    }
     outcome.documents = documents;
     Ok(())
+}
+
+/// Movements are the one table that grows by a row per event: they are
+/// written with COPY, the fastest way into PostgreSQL, in its text format.
+async fn copy_movements(tx: &mut PgConnection, sql: &Statements, movements: &[&MovementRow]) -> Result<(), sqlx::Error> {
+    use std::fmt::Write;
+    let mut data = String::with_capacity(movements.len() * 160);
+    for m in movements {
+        let time = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let _ = writeln!(
+            data,
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            copy_text(&m.article_id),
+            copy_text(&m.charge),
+            copy_text(&m.warehouse),
+            time(&m.posted_at),
+            m.sequence,
+            m.leg,
+            m.kind,
+            m.delta,
+            m.balance,
+            time(&m.recorded_at),
+            m.event_id,
+            m.reservation_id.as_deref().map_or(std::borrow::Cow::Borrowed("\\N"), copy_text),
+        );
+    }
+    let mut copy = tx.copy_in_raw(&sql.copy_movements).await?;
+    copy.send(data.into_bytes()).await?;
+    copy.finish().await?;
+    Ok(())
+}
+
+/// A value in COPY's text format: backslash, tab, newline and carriage return escaped.
+fn copy_text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains(['\\', '\t', '\n', '\r']) {
+        s.replace('\\', "\\\\").replace('\t', "\\t").replace('\n', "\\n").replace('\r', "\\r").into()
+    } else {
+        s.into()
+    }
 }
 
 async fn insert_dead_letters(
