@@ -24,6 +24,7 @@ done
 export ERP_TEST_PG_ADMIN_URL="$PG_ADMIN_URL"
 export ERP_TEST_REDIS_URL="redis://$REDIS_HOST:$REDIS_PORT/0"
 export ERP_TEST_KAFKA_BROKERS="$KAFKA_HOST:$(cat "$STATE_DIR/tansu-test.port")"
+export ERP_PYTHON="$CACHE_DIR/python/bin/python"
 
 log "building the workspace"
 cargo build --workspace --bins --tests --locked

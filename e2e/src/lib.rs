@@ -28,6 +28,18 @@ fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// Runs one of the workspace's binaries with `args` and `env` (nothing else
+/// from this process's environment but `PATH`); returns its output, whatever
+/// the exit status.
+pub async fn run_binary(name: &str, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<std::process::Output> {
+    let mut command = Command::new(binary(name));
+    command.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).stdin(Stdio::null());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    Ok(command.output().await?)
+}
+
 /// Runs a service binary's admin command (e.g. `projector rebuild`) with the
 /// test's settings; returns its standard output, or fails with its standard error.
 pub async fn run_command(name: &'static str, env: &TestEnv, args: &[&str]) -> anyhow::Result<String> {

@@ -306,6 +306,6 @@ async fn every_documented_read_operation_reaches_a_handler() -> anyhow::Result<(
             );
         }
     }
-    assert_eq!(operations, 9);
+    assert_eq!(operations, 10);
     query.stop().await
 }

@@ -10,14 +10,18 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{page_body, param, serve, tags};
-use crate::cache::Entry;
+use crate::cache::{Entry, FetchError};
 use crate::consistency;
 use crate::cursor::{Page, PageParams, encode};
 use crate::error::ApiError;
 use crate::startup::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(article_stock)).routes(routes!(catalogue)).routes(routes!(low_stock))
+    OpenApiRouter::new()
+        .routes(routes!(article_stock))
+        .routes(routes!(stock_as_of))
+        .routes(routes!(catalogue))
+        .routes(routes!(low_stock))
 }
 
 /// The cache tag of everything about one article.
@@ -188,11 +192,11 @@ async fn low_stock(
             .store
             .query("low_stock", |pool, s| async move {
                 let mut q = sqlx::QueryBuilder::new(format!(
-                    "select article_id as article, name, category, reorder_point, on_hand, reserved, available \
-                     from {s}.articles where not discontinued and available < reorder_point"
+                    "select article_id as article, name, category, reorder_point, on_hand, reserved, \
+                     on_hand - reserved as available from {s}.low_stock"
                 ));
                 if let Some(after) = after {
-                    q.push(" and article_id > ").push_bind(after);
+                    q.push(" where article_id > ").push_bind(after);
                 }
                 q.push(" order by article_id limit ").push_bind(limit);
                 q.build_query_as().fetch_all(&pool).await
@@ -202,4 +206,109 @@ async fn low_stock(
         Ok(Entry::computed(body, tags(&[platform::tags::LOW_STOCK.to_owned()])))
     };
     serve(&state, &headers, None, &key, fetch, std::future::pending(), || "low stock".to_owned()).await
+}
+
+/// Query parameters of the stock as of a time.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct AsOfParams {
+    /// The moment, RFC 3339 (`2026-11-20T18:00:00Z`) or a date (its start in UTC).
+    at: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct AsOfStock {
+    article: String,
+    at: chrono::DateTime<chrono::Utc>,
+    on_hand: i64,
+    warehouses: Vec<Value>,
+    charges: Vec<Value>,
+}
+
+/// The stock on hand of an article as of a moment, per warehouse and per
+/// charge and warehouse: for each, the running balance of the last movement
+/// posted at or before it (backdated movements count by their posting time).
+/// Answered from the movement history, without replaying events.
+#[utoipa::path(
+    get, path = "/articles/{article}/stock/as-of", tag = "stock",
+    params(("article" = String, Path), AsOfParams),
+    responses(
+        (status = 200, description = "`{article, at, on_hand, warehouses, charges}`, the shape of `erp-replay stock-as-of`"),
+        (status = 400, description = "`at` missing or malformed, or a malformed article id"),
+        (status = 404, description = "Unknown article"),
+    )
+)]
+async fn stock_as_of(
+    State(state): State<AppState>,
+    Path(article): Path<String>,
+    headers: HeaderMap,
+    Query(params): Query<AsOfParams>,
+) -> Result<Response, ApiError> {
+    let article = param("article", ArticleId::parse(article))?;
+    let raw = params.at.ok_or_else(|| ApiError::bad("at", "is required: an RFC 3339 time or a date"))?;
+    let at = parse_time(&raw).map_err(|reason| ApiError::bad("at", reason))?;
+    let key = format!("list:as-of:{article}:{}", at.timestamp_micros());
+    let id = article.to_string();
+    let fetch = async {
+        let query_id = id.clone();
+        let rows = state
+            .store
+            .query("stock_as_of", |pool, s| async move {
+                let id = query_id;
+                let known: bool = sqlx::query_scalar(&format!("select exists (select 1 from {s}.articles where article_id = $1)"))
+                    .bind(&id)
+                    .fetch_one(&pool)
+                    .await?;
+                if !known {
+                    return Ok(None);
+                }
+                // One index probe per charge and warehouse: the last movement at or before `at`.
+                let rows: Vec<(String, String, i64)> = sqlx::query_as(&format!(
+                    "select c.charge, w.warehouse, m.balance
+                     from {s}.charges c
+                     cross join jsonb_object_keys(c.warehouses) as w(warehouse)
+                     cross join lateral (
+                         select balance from {s}.movements
+                         where article_id = c.article_id and charge = c.charge and warehouse = w.warehouse
+                           and posted_at <= $2
+                         order by posted_at desc, sequence desc, leg desc limit 1
+                     ) m
+                     where c.article_id = $1 and m.balance <> 0
+                     order by c.charge collate \"C\", w.warehouse collate \"C\""
+                ))
+                .bind(&id)
+                .bind(at)
+                .fetch_all(&pool)
+                .await?;
+                Ok(Some(rows))
+            })
+            .await?
+            .ok_or(FetchError::Missing)?;
+        let mut warehouses: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+        for (_, w, n) in &rows {
+            *warehouses.entry(w.as_str()).or_default() += n;
+        }
+        let body = AsOfStock {
+            article: id.clone(),
+            at,
+            on_hand: rows.iter().map(|r| r.2).sum(),
+            warehouses: warehouses
+                .iter()
+                .filter(|(_, n)| **n != 0)
+                .map(|(w, n)| json!({ "warehouse": w, "on_hand": n }))
+                .collect(),
+            charges: rows.iter().map(|(c, w, n)| json!({ "charge": c, "warehouse": w, "on_hand": n })).collect(),
+        };
+        Ok(Entry::computed(serde_json::to_vec(&body).expect("a stock serialises"), tags(&[article_tag(&article)])))
+    };
+    serve(&state, &headers, None, &key, fetch, std::future::pending(), || format!("article {article}")).await
+}
+
+/// An RFC 3339 time, or a date (its start in UTC).
+fn parse_time(raw: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(raw) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    raw.parse::<chrono::NaiveDate>()
+        .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
+        .map_err(|_| format!("{raw:?} is neither an RFC 3339 time (2026-11-22T12:00:00Z) nor a date (2026-11-22)"))
 }

@@ -278,14 +278,15 @@ async fn movements(
         let rows: Vec<MovementItem> = state
             .store
             .query("movements", |pool, s| async move {
+                // The primary key is in (warehouse, posting time) order per
+                // charge: one index range per warehouse, merged newest first.
                 let mut q = sqlx::QueryBuilder::new(format!(
-                    "select posted_at, recorded_at, sequence, leg, kind, warehouse, delta, balance, \
-                     reservation_id as reservation, event_id from {s}.movements where article_id = "
+                    "select m.* from {s}.charges c, jsonb_object_keys(c.warehouses) as w(warehouse), lateral (
+                         select posted_at, recorded_at, sequence, leg, kind, warehouse, delta, balance,
+                                reservation_id as reservation, event_id
+                         from {s}.movements
+                         where article_id = c.article_id and charge = c.charge and warehouse = w.warehouse"
                 ));
-                q.push_bind(a.clone()).push(" and charge = ").push_bind(c.clone());
-                if let Some(w) = warehouse.as_ref() {
-                    q.push(" and warehouse = ").push_bind(w.to_string());
-                }
                 if let Some((t, sequence, leg)) = after {
                     q.push(" and (posted_at, sequence, leg) < (")
                         .push_bind(t)
@@ -296,6 +297,11 @@ async fn movements(
                         .push(")");
                 }
                 q.push(" order by posted_at desc, sequence desc, leg desc limit ").push_bind(limit);
+                q.push(") m where c.article_id = ").push_bind(a.clone()).push(" and c.charge = ").push_bind(c.clone());
+                if let Some(w) = warehouse.as_ref() {
+                    q.push(" and w.warehouse = ").push_bind(w.to_string());
+                }
+                q.push(" order by m.posted_at desc, m.sequence desc, m.leg desc limit ").push_bind(limit);
                 let rows: Vec<MovementItem> = q.build_query_as().fetch_all(&pool).await?;
                 let exists_sql = format!("select exists (select 1 from {s}.charges where article_id = $1 and charge = $2)");
                 if rows.is_empty() && !exists(&pool, exists_sql, &[&a, &c]).await? {

@@ -1,0 +1,254 @@
+//! Query-service throughput per tier, against a bare axum handler returning
+//! the same bytes, and against computing stock per request the way the
+//! planning documents did (a SUM over the movements).
+//!
+//! Data: a generated history (1M events by default) applied with the
+//! projector's own code into a fresh database, its documents copied into
+//! Redis. Every line is measured with the same load tool, wrk, over HTTP
+//! keep-alive, on the stock of a fixed set of articles, each request picking
+//! the next article. The two cores are split deliberately: the server under
+//! test runs pinned to core 0 with one tokio worker thread, wrk pinned to
+//! core 1 with one thread; PostgreSQL and Redis (system services) are not
+//! pinned and use whatever is free.
+//!
+//! Lines:
+//! - bare: an axum handler returning the stored bytes of one document, no layers;
+//! - memory: the query-service with every tier, warmed (in-process hits);
+//! - redis: the query-service with `APP_CACHE__TIERS=redis,postgres`;
+//! - postgres: the query-service with `APP_CACHE__TIERS=postgres`;
+//! - sum: an axum handler computing the same figures per request with a
+//!   `SUM ... GROUP BY` over the movements table (indexed by article).
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use platform::readmodel::Generation;
+use projector::record::Incoming;
+use projector::store::{Mode, StateCache, Statements, apply_batch};
+use sqlx::PgPool;
+use testkit::TestEnv;
+use testkit::events::cloudevent;
+
+use crate::projector::history;
+
+/// One wrk run: requests per second and latency percentiles in milliseconds.
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    per_second: f64,
+    p50: f64,
+    p99: f64,
+}
+
+/// Serves `GET /articles/{article}/stock` with the same bytes for every article.
+pub(crate) async fn serve_bare(port: u16, body: Vec<u8>) -> anyhow::Result<()> {
+    let body = axum::body::Bytes::from(body);
+    let app = Router::new().route(
+        "/articles/{article}/stock",
+        get(move || {
+            let body = body.clone();
+            async move { ([(header::CONTENT_TYPE, "application/json")], body) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// Serves `GET /articles/{article}/stock` computed per request from the movements.
+pub(crate) async fn serve_sum(port: u16, database_url: String) -> anyhow::Result<()> {
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(8).connect(&database_url).await?;
+    async fn stock(State(pool): State<PgPool>, Path(article): Path<String>) -> axum::response::Response {
+        let rows: Result<Vec<(String, String, i64)>, _> = sqlx::query_as(
+            "select charge, warehouse, sum(delta)::int8 from rm_1.movements where article_id = $1
+             group by charge, warehouse order by charge, warehouse",
+        )
+        .bind(&article)
+        .fetch_all(&pool)
+        .await;
+        match rows {
+            Ok(rows) => {
+                let on_hand: i64 = rows.iter().map(|r| r.2).sum();
+                let charges: Vec<_> = rows
+                    .iter()
+                    .map(|(c, w, n)| serde_json::json!({ "charge": c, "warehouse": w, "on_hand": n }))
+                    .collect();
+                axum::Json(serde_json::json!({ "article": article, "on_hand": on_hand, "charges": charges })).into_response()
+            }
+            Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        }
+    }
+    let app = Router::new().route("/articles/{article}/stock", get(stock)).with_state(pool);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// Applies the history with the projector's code and copies the documents into Redis.
+async fn load(env: &TestEnv, events: usize, articles: usize) -> anyhow::Result<()> {
+    let pool = env.pool().await?;
+    platform::db::MIGRATOR.run(&pool).await?;
+    let envelopes = history(articles, (events / articles).max(4), 1.0);
+    let sql = Statements::new(Generation::new(1));
+    let mut cache = StateCache::default();
+    for (i, chunk) in envelopes.chunks(10_000).enumerate() {
+        let batch: Vec<Incoming> = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, e)| {
+                let (key, headers, value) = cloudevent(e);
+                Incoming::new(0, (i * 10_000 + j) as i64, None, Some(key), headers, value)
+            })
+            .collect();
+        let mut tx = pool.begin().await?;
+        let outcome = apply_batch(&mut tx, &sql, "bench", &batch, &mut cache, &Mode::Live).await?;
+        tx.commit().await?;
+        for (stream, state) in outcome.states {
+            cache.put(stream, state);
+        }
+    }
+    let (movements,): (i64,) = sqlx::query_as("select count(*) from rm_1.movements").fetch_one(&pool).await?;
+    sqlx::query("analyze").execute(&pool).await?;
+    let sink = projector::sink::RedisSink::new(env.redis.clone())?;
+    projector::sink::repair(&pool, &sink, &Generation::new(1), Duration::ZERO).await?;
+    eprintln!("loaded {} events ({movements} movements) over {articles} articles", envelopes.len());
+    Ok(())
+}
+
+/// Starts `program args` pinned to core 0 with one tokio worker.
+fn spawn_pinned(program: &std::path::Path, args: &[String], env: &[(&str, String)]) -> anyhow::Result<tokio::process::Child> {
+    let mut command = tokio::process::Command::new("taskset");
+    command.arg("-c").arg("0").arg(program).args(args).env("TOKIO_WORKER_THREADS", "1").env("APP_LOG__FILTER", "warn");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    Ok(command.stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true).spawn()?)
+}
+
+/// Runs wrk pinned to core 1 against `base` for `seconds`, cycling over the articles.
+async fn wrk(base: &str, articles: usize, hot: usize, seconds: u64, connections: usize) -> anyhow::Result<Load> {
+    let script = std::env::temp_dir().join(format!("erp-bench-{}.lua", std::process::id()));
+    std::fs::write(
+        &script,
+        format!(
+            "local i = 0\nrequest = function()\n  i = (i + 1) % {hot}\n  return wrk.format(\"GET\", \"/articles/B-\" .. (i * {stride} % {articles}) .. \"/stock\")\nend\n",
+            stride = 7919,
+        ),
+    )?;
+    let output = tokio::process::Command::new("taskset")
+        .args(["-c", "1", "wrk", "--latency", "-t1"])
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{seconds}s"))
+        .arg("-s")
+        .arg(&script)
+        .arg(base)
+        .output()
+        .await?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    anyhow::ensure!(output.status.success(), "wrk failed: {}", String::from_utf8_lossy(&output.stderr));
+    anyhow::ensure!(!text.contains("Non-2xx"), "non-2xx answers during the run:\n{text}");
+    let value = |prefix: &str| -> anyhow::Result<f64> {
+        let line = text.lines().find(|l| l.trim_start().starts_with(prefix)).ok_or_else(|| anyhow::anyhow!("no {prefix} in wrk output:\n{text}"))?;
+        let raw = line.trim_start().trim_start_matches(prefix).split_whitespace().next().unwrap_or_default();
+        Ok(raw.parse::<f64>().ok().map_or_else(|| duration_ms(raw), Ok)?)
+    };
+    Ok(Load { per_second: value("Requests/sec:")?, p50: value("50%")?, p99: value("99%")? })
+}
+
+/// wrk's latency figures: `412.00us`, `1.20ms`, `2.01s`.
+fn duration_ms(raw: &str) -> anyhow::Result<f64> {
+    let (number, factor) = if let Some(n) = raw.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = raw.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = raw.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        anyhow::bail!("unreadable wrk figure {raw:?}")
+    };
+    Ok(number.parse::<f64>()? * factor)
+}
+
+async fn wait_for(base: &str) -> anyhow::Result<()> {
+    let url = format!("{base}/articles/B-0/stock");
+    testkit::eventually(Duration::from_secs(30), &url, || async {
+        reqwest::get(&url).await.ok().filter(|r| r.status().is_success()).map(|_| ())
+    })
+    .await
+}
+
+pub(crate) async fn run(events: usize, articles: usize, hot: usize, seconds: u64, connections: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(which("wrk"), "wrk is missing: scripts/bench.sh installs it (apt-get install wrk)");
+    let env = TestEnv::new(1).await?;
+    load(&env, events, articles).await?;
+    let pool = env.pool().await?;
+    let (body,): (Vec<u8>,) = sqlx::query_as("select body from rm_1.documents where key = 'stock:B-0'").fetch_one(&pool).await?;
+    let exe = std::env::current_exe()?;
+    let query_service = exe.with_file_name("query-service");
+    anyhow::ensure!(query_service.exists(), "build the query-service in release mode first");
+    let mut lines: Vec<(&str, Load)> = Vec::new();
+
+    let port = testkit::free_port();
+    let body_file = std::env::temp_dir().join(format!("erp-bench-body-{}.json", std::process::id()));
+    std::fs::write(&body_file, &body)?;
+    let bare = spawn_pinned(&exe, &["serve-bare".into(), port.to_string(), body_file.display().to_string()], &[])?;
+    let base = format!("http://127.0.0.1:{port}");
+    wait_for(&base).await?;
+    eprintln!("bare handler ...");
+    lines.push(("bare axum handler, same bytes", wrk(&base, articles, hot, seconds, connections).await?));
+    drop(bare);
+
+    for (name, tiers) in [
+        ("query-service, memory hits", "memory,redis,postgres"),
+        ("query-service, Redis hits (no memory tier)", "redis,postgres"),
+        ("query-service, PostgreSQL hits (no memory, no Redis)", "postgres"),
+    ] {
+        let port = testkit::free_port();
+        let settings = [
+            ("APP_HTTP__PORT", port.to_string()),
+            ("APP_DATABASE__URL", env.database.url.clone()),
+            ("APP_REDIS__URL", env.redis.url.clone()),
+            ("APP_REDIS__KEY_PREFIX", env.redis.key_prefix.clone()),
+            ("APP_KAFKA__BROKERS", env.kafka.brokers.clone()),
+            ("APP_CACHE__TIERS", tiers.to_owned()),
+        ];
+        let service = spawn_pinned(&query_service, &[], &settings)?;
+        let base = format!("http://127.0.0.1:{port}");
+        wait_for(&base).await?;
+        // Warm the tiers (a short run the figures do not include).
+        wrk(&base, articles, hot, 2, connections).await?;
+        eprintln!("{name} ...");
+        lines.push((name, wrk(&base, articles, hot, seconds, connections).await?));
+        drop(service);
+    }
+
+    let port = testkit::free_port();
+    let sum = spawn_pinned(&exe, &["serve-sum".into(), port.to_string(), env.database.url.clone()], &[])?;
+    let base = format!("http://127.0.0.1:{port}");
+    wait_for(&base).await?;
+    eprintln!("SUM per request ...");
+    lines.push(("SUM over the movements per request", wrk(&base, articles, hot, seconds, connections).await?));
+    drop(sum);
+
+    let bare = lines[0].1;
+    println!("\nquery-service: GET /articles/{{id}}/stock over {hot} articles (of {articles}, {events} events), wrk -t1 -c{connections} -d{seconds}s");
+    println!("server pinned to core 0 with one tokio worker, wrk to core 1; PostgreSQL and Redis not pinned\n");
+    println!("| line | requests/s | p50 | p99 | ratio to bare |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, l) in &lines {
+        println!("| {name} | {:.0} | {:.3} ms | {:.3} ms | {:.2}x |", l.per_second, l.p50, l.p99, l.per_second / bare.per_second);
+    }
+    let memory = lines[1].1;
+    let sum = lines[4].1;
+    println!("\nmemory tier vs SUM per request: {:.1}x the requests/s", memory.per_second / sum.per_second);
+    println!("memory tier p99 {:.3} ms vs bare {:.3} ms: {:+.3} ms", memory.p99, bare.p99, memory.p99 - bare.p99);
+    Ok(())
+}
+
+fn which(program: &str) -> bool {
+    std::process::Command::new("sh").arg("-c").arg(format!("command -v {program}")).output().is_ok_and(|o| o.status.success())
+}
