@@ -255,7 +255,7 @@ async fn a_starting_query_service_warms_its_memory_with_configured_and_hot_docum
     }
     let redis = redis::Client::open(env.redis.url.as_str())?.get_multiplexed_async_connection().await?;
     let hot_set = format!("{}hot", env.redis.generation_prefix(1));
-    eventually(Duration::from_secs(10), "the hot documents in Redis", || async {
+    eventually(Duration::from_secs(30), "the hot documents in Redis", || async {
         let hot: Vec<String> = redis::cmd("ZREVRANGE").arg(&hot_set).arg(0).arg(0).query_async(&mut redis.clone()).await.ok()?;
         (hot == ["stock:ART-2"]).then_some(())
     })
@@ -268,7 +268,7 @@ async fn a_starting_query_service_warms_its_memory_with_configured_and_hot_docum
         let (http, url) = (http.clone(), format!("{}/cache/stats", service.base_url));
         async move { http.get(url).send().await.ok()?.json::<Value>().await.ok() }
     };
-    eventually(Duration::from_secs(10), "the warm-up", || async {
+    eventually(Duration::from_secs(30), "the warm-up", || async {
         stats(&second).await.filter(|s| s["memory"]["entries"] == 2)
     })
     .await?;

@@ -40,6 +40,8 @@ async fn with_redis_down_reads_come_from_postgresql_and_the_breaker_skips_redis(
     let stats: Value = http.get(format!("{}/cache/stats", query.base_url)).send().await?.json().await?;
     assert!(stats["redis"]["errors"].as_u64().unwrap() >= 3, "{stats}");
     assert!(stats["redis"]["skipped"].as_u64().unwrap() >= 1, "the breaker skipped Redis: {stats}");
+    assert_eq!(stats["memory"]["following_invalidations"], false, "{stats}");
+    assert!(stats["memory"]["bypassed"].as_u64().unwrap() >= 5, "no answer was kept in memory: {stats}");
     assert!(stats["postgres"]["hits"].as_u64().unwrap() >= 5, "{stats}");
     for service in [query, projector, command] {
         service.stop().await?;

@@ -9,9 +9,7 @@ use axum::http::{HeaderName, Request, StatusCode};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 
 /// Header carrying the id of one HTTP request.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -25,7 +23,8 @@ pub struct HttpSettings {
     pub host: String,
     /// Port to bind; 0 picks a free one (tests do this).
     pub port: u16,
-    /// A request that takes longer is answered with 408.
+    /// A request that takes longer is answered with 408; 0: no such limit
+    /// (for a service whose every wait has its own deadline).
     pub request_timeout_ms: u64,
     /// Largest accepted request body; larger ones get 413.
     pub body_limit_bytes: usize,
@@ -44,36 +43,112 @@ impl HttpSettings {
     }
 }
 
-/// Request ids, a tracing span per request (method, route template, request and
-/// correlation id), request metrics by route template, and the request timeout.
+/// Request ids, a tracing span per request (method, route template, request
+/// and correlation id), request metrics by route template, the body limit,
+/// and the request timeout (none when `request_timeout_ms` is 0).
+///
+/// One hand-written layer ([`Observe`]) does the request id, span and
+/// metrics: measured with `scripts/bench.sh queries`, the four stock layers
+/// it replaces (tower-http's request id, propagation and trace layers and a
+/// `from_fn` metrics middleware) cost 40 % of an answer served from memory.
 pub fn with_common_layers(router: Router, settings: &HttpSettings) -> Router {
-    let trace = TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-        let route = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map(MatchedPath::as_str)
-            .unwrap_or("unmatched");
-        let header = |name: &HeaderName| {
-            request.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned()
-        };
-        tracing::info_span!(
-            "http",
-            method = %request.method(),
-            route,
-            request_id = header(&REQUEST_ID),
-            correlation_id = header(&CORRELATION_ID),
-        )
-    });
-    router
-        .layer(axum::middleware::from_fn(crate::metrics::http_layer))
-        .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
-        .layer(TimeoutLayer::with_status_code(
+    let router = router.layer(DefaultBodyLimit::max(settings.body_limit_bytes));
+    let router = if settings.request_timeout_ms > 0 {
+        router.layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_millis(settings.request_timeout_ms),
         ))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(trace)
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+    } else {
+        router
+    };
+    router.layer(ObserveLayer)
+}
+
+/// Applies [`Observe`].
+#[derive(Debug, Clone, Copy)]
+pub struct ObserveLayer;
+
+impl<S> tower::Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe { inner }
+    }
+}
+
+/// Gives every request an id (`x-request-id`, kept when the client sent one,
+/// echoed in the response), runs it in a span (when spans are enabled) and
+/// counts and times it by route template.
+#[derive(Debug, Clone)]
+pub struct Observe<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<Request<axum::body::Body>> for Observe<S>
+where
+    S: tower::Service<Request<axum::body::Body>, Response = axum::response::Response> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = axum::response::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<axum::body::Body>) -> Self::Future {
+        use tracing::Instrument;
+        let start = std::time::Instant::now();
+        let id = match request.headers().get(REQUEST_ID) {
+            Some(id) => id.clone(),
+            None => {
+                let id = next_request_id();
+                request.headers_mut().insert(REQUEST_ID, id.clone());
+                id
+            }
+        };
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        let method = request.method().clone();
+        let span = if tracing::enabled!(tracing::Level::INFO) {
+            let correlation = request.headers().get(CORRELATION_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+            tracing::info_span!(
+                "http",
+                method = %method,
+                route = route.as_ref().map_or("unmatched", MatchedPath::as_str),
+                request_id = id.to_str().unwrap_or(""),
+                correlation_id = correlation,
+            )
+        } else {
+            tracing::Span::none()
+        };
+        let response = self.inner.call(request);
+        let observed = async move {
+            let mut response = response.await?;
+            response.headers_mut().insert(REQUEST_ID, id);
+            let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+            crate::metrics::record_request(route, method.as_str(), response.status(), start.elapsed());
+            Ok(response)
+        };
+        if span.is_disabled() { Box::pin(observed) } else { Box::pin(observed.instrument(span)) }
+    }
+}
+
+/// A request id unique in this process and, by its random prefix, across
+/// processes: `{16 hex digits}-{16 hex digits of a counter}`. Cheaper than a random UUID per
+/// request (no system call).
+fn next_request_id() -> axum::http::HeaderValue {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut id = [0u8; 33];
+    for (i, shift) in (0..16).rev().enumerate() {
+        id[i] = HEX[((*PREFIX >> (shift * 4)) & 0xf) as usize];
+        id[17 + i] = HEX[((n >> (shift * 4)) & 0xf) as usize];
+    }
+    id[16] = b'-';
+    axum::http::HeaderValue::from_bytes(&id).expect("hex is a valid header")
 }
 
 /// Serves until `shutdown` is cancelled, then finishes the requests in flight.

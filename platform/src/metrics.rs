@@ -1,7 +1,7 @@
 //! Prometheus metrics shared by every service, and `/metrics`.
 //!
 //! Each thing worth counting has one place that both logs it (when it is worth
-//! a log line) and bumps its metric: [`http_layer`] for requests, [`timed`]
+//! a log line) and bumps its metric: [`record_request`] for requests, [`timed`]
 //! for database queries. Route labels are route templates
 //! (`/articles/{article}/stock`), never raw paths, so cardinality is bounded.
 
@@ -9,10 +9,8 @@ use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
 use axum::http::header;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -120,15 +118,11 @@ pub async fn timed<T, E>(query: &'static str, call: impl Future<Output = Result<
     result
 }
 
-/// Counts and times every request by its route template.
-pub async fn http_layer(request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
-    let method = request.method().as_str().to_owned();
-    let start = Instant::now();
-    let response = next.run(request).await;
-    HTTP_DURATION.with_label_values(&[&route, &method]).observe(start.elapsed().as_secs_f64());
-    HTTP_REQUESTS.with_label_values(&[&route, &method, response.status().as_str()]).inc();
-    response
+/// Counts and times a request by its route template (called by
+/// [`crate::http::Observe`] for every request).
+pub fn record_request(route: &str, method: &str, status: axum::http::StatusCode, elapsed: Duration) {
+    HTTP_DURATION.with_label_values(&[route, method]).observe(elapsed.as_secs_f64());
+    HTTP_REQUESTS.with_label_values(&[route, method, status.as_str()]).inc();
 }
 
 /// `/metrics` in the Prometheus text format; `refresh` updates gauges read at

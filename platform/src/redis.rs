@@ -61,7 +61,8 @@ pub const ALL_TAG: &str = crate::tags::ALL;
 /// timeouts: a down Redis costs a caller half a second at most, never a hang.
 pub struct RedisConnection {
     client: ::redis::Client,
-    connection: tokio::sync::Mutex<Option<::redis::aio::ConnectionManager>>,
+    /// Made once (retried until it succeeds), then shared without a lock.
+    connection: tokio::sync::OnceCell<::redis::aio::ConnectionManager>,
 }
 
 impl std::fmt::Debug for RedisConnection {
@@ -77,17 +78,17 @@ impl RedisConnection {
 
     /// A multiplexed handle; cheap to clone, reconnects by itself once made.
     pub async fn get(&self) -> ::redis::RedisResult<::redis::aio::ConnectionManager> {
-        let mut slot = self.connection.lock().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
-        }
-        let config = ::redis::aio::ConnectionManagerConfig::new()
-            .set_number_of_retries(1)
-            .set_connection_timeout(Some(std::time::Duration::from_millis(500)))
-            .set_response_timeout(Some(std::time::Duration::from_millis(1000)));
-        let c = ::redis::aio::ConnectionManager::new_with_config(self.client.clone(), config).await?;
-        *slot = Some(c.clone());
-        Ok(c)
+        let connection = self
+            .connection
+            .get_or_try_init(|| async {
+                let config = ::redis::aio::ConnectionManagerConfig::new()
+                    .set_number_of_retries(1)
+                    .set_connection_timeout(Some(std::time::Duration::from_millis(500)))
+                    .set_response_timeout(Some(std::time::Duration::from_millis(1000)));
+                ::redis::aio::ConnectionManager::new_with_config(self.client.clone(), config).await
+            })
+            .await?;
+        Ok(connection.clone())
     }
 
     /// True when Redis answers PING.

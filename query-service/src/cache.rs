@@ -3,9 +3,11 @@
 //!
 //! - Invalidation: the projector publishes the tags of everything it changes
 //!   (`article:ART-1`, `category:bolts`, `catalogue`, `low-stock`, or `*`);
-//!   [`DocumentCache::listen`] drops the entries carrying them. After a
-//!   reconnect the whole tier is dropped (messages may have been missed). The
-//!   TTL is only a safety net.
+//!   [`DocumentCache::listen`] drops the entries carrying them. The tier is
+//!   used only while the subscription stands: without it (Redis down, or
+//!   before it is made) requests go to the tiers below, since nothing would
+//!   tell a cached answer it changed. After a reconnect the whole tier is
+//!   dropped (messages may have been missed). The TTL is only a safety net.
 //! - Single flight: concurrent requests for a cold key share one fetch.
 //! - A fetch that raced with an invalidation is served but not kept.
 //! - Hot keys: each entry counts its hits; every half minute the most asked
@@ -123,12 +125,19 @@ impl Entry {
     }
 }
 
+/// The memory tier's hit counter, resolved once: a hit is the hot path.
+static MEMORY_HITS: std::sync::LazyLock<prometheus::IntCounter> =
+    std::sync::LazyLock::new(|| CACHE_REQUESTS.with_label_values(&["memory", "hit"]));
+
 /// The in-process tier.
 #[derive(Debug)]
 pub struct DocumentCache {
     memory: Option<Cache<String, Entry>>,
     /// Advances with every invalidation: a fetch started before it may be stale.
     generation: AtomicU64,
+    /// Whether invalidations arrive: only then may answers be kept in memory
+    /// (otherwise a changed document would be served until its TTL).
+    following: std::sync::atomic::AtomicBool,
 }
 
 impl DocumentCache {
@@ -146,7 +155,7 @@ impl DocumentCache {
                 })
                 .build()
         });
-        Self { memory, generation: AtomicU64::new(0) }
+        Self { memory, generation: AtomicU64::new(0), following: std::sync::atomic::AtomicBool::new(false) }
     }
 
     /// The answer under `key`: from memory, else fetched once by `fetch`
@@ -156,8 +165,13 @@ impl DocumentCache {
         F: Future<Output = Result<Entry, FetchError>>,
     {
         let Some(memory) = &self.memory else { return fetch.await.map_err(Arc::new) };
+        if !self.following.load(Ordering::Acquire) {
+            // No invalidations: nothing may be kept (or served) from memory.
+            CACHE_REQUESTS.with_label_values(&["memory", "bypass"]).inc();
+            return fetch.await.map_err(Arc::new);
+        }
         if let Some(entry) = memory.get(key).await {
-            CACHE_REQUESTS.with_label_values(&["memory", "hit"]).inc();
+            MEMORY_HITS.inc();
             entry.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(entry);
         }
@@ -169,6 +183,11 @@ impl DocumentCache {
             memory.invalidate(key).await;
         }
         Ok(entry)
+    }
+
+    /// Whether invalidations arrive (the memory tier is in use).
+    pub fn following(&self) -> bool {
+        self.following.load(Ordering::Acquire)
     }
 
     /// The cached answer under `key`, if any (no fetch).
@@ -241,6 +260,7 @@ impl DocumentCache {
                     } else {
                         // Whatever was published while not subscribed is lost.
                         self.invalidate_all();
+                        self.following.store(true, Ordering::Release);
                         tracing::info!(%channel, "following cache invalidations");
                         let mut messages = pubsub.on_message();
                         loop {
@@ -260,7 +280,9 @@ impl DocumentCache {
                                 },
                             }
                         }
-                        tracing::warn!("invalidation subscription ended; reconnecting");
+                        self.following.store(false, Ordering::Release);
+                        self.invalidate_all();
+                        tracing::warn!("invalidation subscription ended; memory tier bypassed until it is back");
                     }
                 }
                 Err(e) => tracing::debug!(error = %e, "Redis unreachable for invalidations"),

@@ -7,7 +7,6 @@
 
 use std::time::{Duration, Instant};
 
-use axum::http::HeaderMap;
 use events::ArticleId;
 
 use crate::error::ApiError;
@@ -41,8 +40,8 @@ pub struct Params {
 }
 
 /// The request's token, from the header or the `consistent_with` parameter.
-pub fn token(headers: &HeaderMap, params: Params) -> Result<Option<Token>, ApiError> {
-    let raw = headers.get(HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned).or(params.consistent_with);
+pub fn token(headers: &crate::routes::ReadHeaders, params: Params) -> Result<Option<Token>, ApiError> {
+    let raw = headers.consistency_token.as_ref().and_then(|v| v.to_str().ok()).map(str::to_owned).or(params.consistent_with);
     raw.map(|raw| Token::parse(&raw).map_err(|reason| ApiError::BadParameter { field: "consistent_with".into(), reason }))
         .transpose()
 }

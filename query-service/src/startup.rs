@@ -69,13 +69,20 @@ pub fn router(state: AppState) -> Router {
         }
     });
     let metrics = platform::metrics::router(move || platform::metrics::observe_pool(store.pool()));
-    let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(routes::router()).split_for_parts();
+    // Lists are compressed for clients that accept it; documents are served
+    // as the stored bytes, with no work per request.
     let compression = CompressionLayer::new()
         .gzip(true)
         .compress_when(SizeAbove::new(COMPRESS_ABOVE).and(NotForContentType::const_new("application/problem+json")));
-    api.route("/cache/stats", get(cache_stats))
-        .with_state(state)
+    let (documents, document_paths) = OpenApiRouter::new().merge(routes::documents()).split_for_parts();
+    let (lists, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(routes::lists()).split_for_parts();
+    let mut openapi = openapi;
+    openapi.paths.paths.extend(document_paths.paths.paths);
+    lists
         .layer(compression)
+        .merge(documents)
+        .route("/cache/stats", get(cache_stats))
+        .with_state(state)
         .route("/openapi.json", get(move || async move { Json(openapi) }))
         .merge(health::router(readiness))
         .merge(metrics)
@@ -171,8 +178,15 @@ async fn watch(state: AppState, swapped: Arc<Notify>, hot_record_secs: u64, shut
     }
 }
 
-/// Loads the configured documents and the ones most asked for into memory.
+/// Loads the configured documents and the ones most asked for into memory,
+/// once invalidations are followed (before, nothing is kept).
 async fn warm(state: AppState, mut keys: Vec<String>, top: usize) {
+    for _ in 0..100 {
+        if state.cache.following() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     match state.store.hottest(top).await {
         Ok(hot) => keys.extend(hot),
         Err(e) => tracing::debug!(error = %e, "no hot documents to warm up"),
@@ -221,6 +235,8 @@ async fn cache_stats(axum::extract::State(state): axum::extract::State<AppState>
     redis["breaker"] = if state.store.redis_breaker_open() { "open" } else { "closed" }.into();
     let mut memory = tier("memory");
     memory["enabled"] = tiers.memory.into();
+    memory["following_invalidations"] = state.cache.following().into();
+    memory["bypassed"] = CACHE_REQUESTS.with_label_values(&["memory", "bypass"]).get().into();
     memory["entries"] = entries.into();
     memory["bytes"] = bytes.into();
     memory["invalidations"] = CACHE_EVENTS.with_label_values(&["invalidation"]).get().into();

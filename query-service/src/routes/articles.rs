@@ -1,7 +1,6 @@
 //! Articles: the stock of one article, the catalogue, the low-stock list.
 
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use events::{ArticleId, Category};
 use serde::{Deserialize, Serialize};
@@ -9,19 +8,21 @@ use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{page_body, param, serve, tags};
+use super::{page_body, param, serve, tags, ReadHeaders};
 use crate::cache::{Entry, FetchError};
 use crate::consistency;
 use crate::cursor::{Page, PageParams, encode};
 use crate::error::ApiError;
 use crate::startup::AppState;
 
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(article_stock))
-        .routes(routes!(stock_as_of))
-        .routes(routes!(catalogue))
-        .routes(routes!(low_stock))
+/// The stock of an article (a stored document).
+pub fn documents() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(article_stock))
+}
+
+/// The catalogue, low stock, and the stock as of a time.
+pub fn lists() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(stock_as_of)).routes(routes!(catalogue)).routes(routes!(low_stock))
 }
 
 /// The cache tag of everything about one article.
@@ -50,18 +51,17 @@ pub fn article_tag(article: &ArticleId) -> String {
 async fn article_stock(
     State(state): State<AppState>,
     Path(article): Path<String>,
-    headers: HeaderMap,
+    headers: ReadHeaders,
     Query(params): Query<consistency::Params>,
 ) -> Result<Response, ApiError> {
     let article = param("article", ArticleId::parse(article))?;
     let token = consistency::token(&headers, params)?;
     let key = format!("stock:{article}");
-    let t = tags(&[article_tag(&article)]);
     let store = &state.store;
-    serve(&state, &headers, token, &key, store.get(&key, t.clone()), store.get_fresh(&key, t), || {
-        format!("article {article}")
-    })
-    .await
+    // The tags are made only when a tier below memory is asked.
+    let t = || tags(&[article_tag(&article)]);
+    let (fetch, fresh) = (async { store.get(&key, t()).await }, async { store.get_fresh(&key, t()).await });
+    serve(&state, &headers, token, &key, fetch, fresh, || format!("article {article}")).await
 }
 
 /// Query parameters of the catalogue.
@@ -105,7 +105,7 @@ struct CatalogueItem {
 )]
 async fn catalogue(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    headers: ReadHeaders,
     Query(params): Query<CatalogueParams>,
 ) -> Result<Response, ApiError> {
     let category = params.category.map(|c| param("category", Category::parse(c))).transpose()?;
@@ -180,7 +180,7 @@ struct LowStockItem {
 )]
 async fn low_stock(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    headers: ReadHeaders,
     Query(params): Query<PageParams>,
 ) -> Result<Response, ApiError> {
     let page = Page::parse(&params, "low-stock", &state.pages)?;
@@ -240,7 +240,7 @@ struct AsOfStock {
 async fn stock_as_of(
     State(state): State<AppState>,
     Path(article): Path<String>,
-    headers: HeaderMap,
+    headers: ReadHeaders,
     Query(params): Query<AsOfParams>,
 ) -> Result<Response, ApiError> {
     let article = param("article", ArticleId::parse(article))?;

@@ -3,7 +3,6 @@
 //! first.
 
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::NaiveDate;
 use events::Category;
@@ -12,14 +11,20 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::charges::{CHARGE_COLUMNS, ChargeItem};
-use super::{page_body, param, serve, tags};
+use super::{page_body, param, serve, tags, ReadHeaders};
 use crate::cache::{Entry, FetchError};
 use crate::cursor::{Page, PageParams, encode};
 use crate::error::ApiError;
 use crate::startup::AppState;
 
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(category_summary)).routes(routes!(category_charges))
+/// A category's summary (a stored document).
+pub fn documents() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(category_summary))
+}
+
+/// A category's charges.
+pub fn lists() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(category_charges))
 }
 
 /// A category's charges: how many, how many with stock, how many blocked,
@@ -38,14 +43,13 @@ pub fn router() -> OpenApiRouter<AppState> {
 async fn category_summary(
     State(state): State<AppState>,
     Path(category): Path<String>,
-    headers: HeaderMap,
+    headers: ReadHeaders,
 ) -> Result<Response, ApiError> {
     let category = param("category", Category::parse(category))?;
     let key = format!("category:{category}");
-    let t = tags(&[platform::tags::category(category.as_str())]);
     let store = &state.store;
-    serve(&state, &headers, None, &key, store.get(&key, t), std::future::pending(), || format!("category {category}"))
-        .await
+    let fetch = async { store.get(&key, tags(&[platform::tags::category(category.as_str())])).await };
+    serve(&state, &headers, None, &key, fetch, std::future::pending(), || format!("category {category}")).await
 }
 
 /// The charges of a category, newest production date first; keyset-paginated.
@@ -61,7 +65,7 @@ async fn category_summary(
 async fn category_charges(
     State(state): State<AppState>,
     Path(category): Path<String>,
-    headers: HeaderMap,
+    headers: ReadHeaders,
     Query(params): Query<PageParams>,
 ) -> Result<Response, ApiError> {
     let category = param("category", Category::parse(category))?;

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::{DateTime, NaiveDate, Utc};
 use events::{ArticleId, ChargeNo, WarehouseId};
@@ -16,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::articles::article_tag;
-use super::{page_body, param, serve, tags};
+use super::{page_body, param, serve, tags, ReadHeaders};
 use crate::cache::{Entry, FetchError};
 use crate::consistency;
 use crate::cursor::{Page, PageParams, encode};
@@ -66,7 +65,7 @@ async fn exists(pool: &PgPool, sql: String, binds: &[&str]) -> Result<bool, sqlx
 async fn article_charges(
     State(state): State<AppState>,
     Path(article): Path<String>,
-    headers: HeaderMap,
+    headers: ReadHeaders,
     Query(params): Query<PageParams>,
 ) -> Result<Response, ApiError> {
     let article = param("article", ArticleId::parse(article))?;
@@ -206,7 +205,7 @@ async fn load_detail(state: &AppState, article: &ArticleId, charge: &ChargeNo) -
 async fn charge_detail(
     State(state): State<AppState>,
     Path((article, charge)): Path<(String, String)>,
-    headers: HeaderMap,
+    headers: ReadHeaders,
     Query(params): Query<consistency::Params>,
 ) -> Result<Response, ApiError> {
     let article = param("article", ArticleId::parse(article))?;
@@ -258,7 +257,7 @@ struct MovementItem {
 async fn movements(
     State(state): State<AppState>,
     Path((article, charge)): Path<(String, String)>,
-    headers: HeaderMap,
+    headers: ReadHeaders,
     Query(params): Query<MovementParams>,
 ) -> Result<Response, ApiError> {
     let article = param("article", ArticleId::parse(article))?;

@@ -10,7 +10,7 @@ pub mod status;
 
 use std::sync::Arc;
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 
@@ -19,11 +19,16 @@ use crate::consistency::{self, Token};
 use crate::error::ApiError;
 use crate::startup::AppState;
 
-/// Every resource's routes.
-pub fn router() -> OpenApiRouter<AppState> {
+/// The routes that serve stored documents as they are.
+pub fn documents() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().merge(articles::documents()).merge(categories::documents())
+}
+
+/// The routes that serve answers computed from rows (lists, charge detail, status).
+pub fn lists() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .merge(articles::router())
-        .merge(categories::router())
+        .merge(articles::lists())
+        .merge(categories::lists())
         .merge(charges::router())
         .merge(status::router())
 }
@@ -36,10 +41,29 @@ const JSON: HeaderValue = HeaderValue::from_static("application/json");
 /// cache and may miss the latest changes.
 pub const POSSIBLY_STALE: HeaderName = HeaderName::from_static("x-possibly-stale");
 
+/// The request headers a read looks at, taken without copying the others
+/// (axum's `HeaderMap` extractor copies them all, on every request).
+#[derive(Debug, Default)]
+pub struct ReadHeaders {
+    pub if_none_match: Option<HeaderValue>,
+    pub consistency_token: Option<HeaderValue>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ReadHeaders {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            if_none_match: parts.headers.get(header::IF_NONE_MATCH).cloned(),
+            consistency_token: parts.headers.get(consistency::HEADER).cloned(),
+        })
+    }
+}
+
 /// Answers with an entry's bytes as they are, its ETag and Cache-Control;
 /// `304 Not Modified` without a body when `If-None-Match` names the ETag.
-pub fn respond(entry: Entry, request: &HeaderMap, stale: bool) -> Response {
-    let unchanged = request.get(header::IF_NONE_MATCH).is_some_and(|v| {
+pub fn respond(entry: Entry, request: &ReadHeaders, stale: bool) -> Response {
+    let unchanged = request.if_none_match.as_ref().is_some_and(|v| {
         v.as_bytes() == entry.etag.as_bytes()
             || v.to_str().is_ok_and(|v| v.split(',').any(|tag| tag.trim() == entry.etag || tag.trim() == "*"))
     });
@@ -64,7 +88,7 @@ pub fn respond(entry: Entry, request: &HeaderMap, stale: bool) -> Response {
 /// only, never cached). `what` names the thing for a 404.
 pub async fn serve<F, G>(
     state: &AppState,
-    request: &HeaderMap,
+    request: &ReadHeaders,
     token: Option<Token>,
     key: &str,
     fetch: F,
