@@ -251,7 +251,7 @@ async fn replay(pool: &PgPool, key: &IdempotencyKey) -> Result<Outcome, ExecuteE
 async fn try_batch(
     pool: &PgPool,
     policy: &Policy,
-    cache: &StateCache,
+    cache: &mut StateCache,
     jobs: &[Job],
 ) -> Result<(Vec<Decided>, Vec<Written>), AppendError> {
     let mut tx = pool.begin().await?;
@@ -301,13 +301,14 @@ async fn try_batch(
 async fn try_cached(
     pool: &PgPool,
     policy: &Policy,
-    cache: &StateCache,
+    cache: &mut StateCache,
     jobs: &[Job],
 ) -> Option<Result<(Vec<Decided>, Vec<Written>), AppendError>> {
     if jobs.iter().any(|j| j.key.is_some()) {
         return None;
     }
-    let loaded = cache.all(&streams_of(jobs))?;
+    // Taken out, not copied: should the append fail, the states are read again.
+    let loaded = cache.take_all(&streams_of(jobs))?;
     let batch = decide_all(policy, jobs, loaded, |_, _| false);
     let appended = store::append(pool, &batch.records, &batch.snapshots()).await;
     Some(appended.map(|()| batch.into_outcome()))

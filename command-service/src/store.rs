@@ -45,14 +45,19 @@ pub struct StateCache {
 pub type Loaded = (BTreeMap<StreamId, ArticleState>, HashMap<StreamId, u64>);
 
 impl StateCache {
-    /// The cached states of `streams`, if every one of them is cached.
-    pub fn all(&self, streams: &[&StreamId]) -> Option<Loaded> {
+    /// Takes the cached states of `streams` out of the cache, if every one of
+    /// them is cached (a state holds a month of postings per bucket: moving
+    /// it is cheaper than copying it). Put them back with [`Self::put`].
+    pub fn take_all(&mut self, streams: &[&StreamId]) -> Option<Loaded> {
+        if !streams.iter().all(|s| self.states.contains_key(*s)) {
+            return None;
+        }
         let mut states = BTreeMap::new();
         let mut snapshots = HashMap::new();
         for s in streams {
-            let (state, snapshot) = self.states.get(*s)?;
-            states.insert((*s).clone(), state.clone());
-            snapshots.insert((*s).clone(), *snapshot);
+            let (state, snapshot) = self.states.remove(*s).expect("checked above");
+            states.insert((*s).clone(), state);
+            snapshots.insert((*s).clone(), snapshot);
         }
         Some((states, snapshots))
     }
@@ -76,12 +81,13 @@ impl StateCache {
 /// Loads the state of `streams`, locking their version rows (`for update`,
 /// in stream order, so concurrent writers never deadlock) until the end of
 /// `tx`: writers of one stream queue in PostgreSQL instead of racing. Only the
-/// versions are read while `cache` holds the same version; the other states
+/// versions are read while `cache` holds the same version (those states are
+/// taken out of it; the caller puts the new ones back); the other states
 /// are their latest snapshot with the events after it folded in, through the
 /// same upcasters and `evolve` as everywhere else (a snapshot this code
 /// cannot read is derived data: the stream's events are folded from the start).
 #[tracing::instrument(skip_all, fields(streams = streams.len()), err)]
-pub async fn lock_states(tx: &mut PgConnection, streams: &[&StreamId], cache: &StateCache) -> Result<Loaded, AppendError> {
+pub async fn lock_states(tx: &mut PgConnection, streams: &[&StreamId], cache: &mut StateCache) -> Result<Loaded, AppendError> {
     let ids: Vec<&str> = streams.iter().map(|s| s.as_str()).collect();
     let versions: Vec<(String, i64)> = timed(
         "lock_streams",
@@ -97,10 +103,10 @@ pub async fn lock_states(tx: &mut PgConnection, streams: &[&StreamId], cache: &S
     let mut stale = Vec::new();
     for (stream, version) in versions {
         let stream = StreamId::from_stored(stream);
-        match cache.states.get(&stream) {
+        match cache.states.remove(&stream) {
             Some((state, snapshot)) if state.version == version as u64 => {
-                states.insert(stream.clone(), state.clone());
-                snapshots.insert(stream, *snapshot);
+                states.insert(stream.clone(), state);
+                snapshots.insert(stream, snapshot);
             }
             _ => stale.push(stream),
         }
