@@ -70,9 +70,25 @@ Try:
   # read your own write: pass the consistency_token the command answered with
   curl -s $QUERY_URL/articles/ART-1000/stock -H 'X-Consistency-Token: article:ART-1000@10'
 
+  # the read models (docs/queries.md)
+  curl -s $QUERY_URL/categories/fasteners
+  curl -s '$QUERY_URL/categories/fasteners/charges?limit=2'
+  curl -s $QUERY_URL/articles/ART-1000/charges/L-2026-11-A
+  curl -s $QUERY_URL/articles/ART-1000/charges/L-2026-11-A/movements
+  curl -s '$QUERY_URL/articles?name_prefix=hex'
+  curl -s $QUERY_URL/low-stock
+  curl -s "$QUERY_URL/articles/ART-1000/stock/as-of?at=\$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  curl -s $QUERY_URL/projection/status
+
+  # the event stream (docs/analysts.md)
+  APP_KAFKA__BROKERS=$APP_KAFKA__BROKERS target/debug/erp-replay export --format csv
+  APP_KAFKA__BROKERS=$APP_KAFKA__BROKERS target/debug/erp-replay stock-as-of --at \$(date -u +%Y-%m-%d)
+
   curl -s $COMMAND_URL/openapi.json      # the write API (docs/commands.md)
+  curl -s $QUERY_URL/openapi.json        # the read API
   curl -s $QUERY_URL/cache/stats          # the read side's cache tiers
   curl -s $COMMAND_URL/metrics            # Prometheus metrics (every service)
+  APP_DATABASE__URL=$APP_DATABASE__URL target/debug/projector dead-letters list   # docs/projections.md
 
 Stop everything with: scripts/stop.sh
 TXT

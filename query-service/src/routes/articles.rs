@@ -220,8 +220,21 @@ struct AsOfStock {
     article: String,
     at: chrono::DateTime<chrono::Utc>,
     on_hand: i64,
-    warehouses: Vec<Value>,
-    charges: Vec<Value>,
+    warehouses: Vec<AsOfWarehouse>,
+    charges: Vec<AsOfCharge>,
+}
+
+#[derive(Debug, Serialize)]
+struct AsOfWarehouse {
+    warehouse: String,
+    on_hand: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct AsOfCharge {
+    charge: String,
+    warehouse: String,
+    on_hand: i64,
 }
 
 /// The stock on hand of an article as of a moment, per warehouse and per
@@ -294,9 +307,12 @@ async fn stock_as_of(
             warehouses: warehouses
                 .iter()
                 .filter(|(_, n)| **n != 0)
-                .map(|(w, n)| json!({ "warehouse": w, "on_hand": n }))
+                .map(|(w, n)| AsOfWarehouse { warehouse: (*w).to_owned(), on_hand: *n })
                 .collect(),
-            charges: rows.iter().map(|(c, w, n)| json!({ "charge": c, "warehouse": w, "on_hand": n })).collect(),
+            charges: rows
+                .iter()
+                .map(|(c, w, n)| AsOfCharge { charge: c.clone(), warehouse: w.clone(), on_hand: *n })
+                .collect(),
         };
         Ok(Entry::computed(serde_json::to_vec(&body).expect("a stock serialises"), tags(&[article_tag(&article)])))
     };

@@ -129,8 +129,14 @@ pub fn tags(tags: &[String]) -> Arc<[String]> {
 /// (`null` on the last one). `items` holds up to `limit + 1` rows: one more
 /// than asked shows there is a next page.
 pub fn page_body<T: serde::Serialize>(mut items: Vec<T>, limit: u32, next: impl Fn(&T) -> String) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Page<T> {
+        items: Vec<T>,
+        next_cursor: Option<String>,
+    }
     let more = items.len() > limit as usize;
     items.truncate(limit as usize);
     let next_cursor = if more { items.last().map(next) } else { None };
-    serde_json::to_vec(&serde_json::json!({ "items": items, "next_cursor": next_cursor })).expect("a page serialises")
+    // A struct, not `json!`: the items keep their fields in declaration order.
+    serde_json::to_vec(&Page { items, next_cursor }).expect("a page serialises")
 }

@@ -56,8 +56,9 @@ impl EndOffsets {
     }
 }
 
+/// One partition's position and lag.
 #[derive(Debug, Serialize)]
-struct PartitionStatus {
+pub struct PartitionStatus {
     partition: i32,
     /// The next offset the projection will apply.
     position: i64,
@@ -70,8 +71,9 @@ struct PartitionStatus {
     last_applied_at: Option<DateTime<Utc>>,
 }
 
+/// Where the serving read models stand.
 #[derive(Debug, Serialize)]
-struct Status {
+pub struct Status {
     generation: i64,
     topic: String,
     partitions: Vec<PartitionStatus>,
@@ -93,7 +95,7 @@ struct Status {
         (status = 503, description = "PostgreSQL unavailable"),
     )
 )]
-async fn projection_status(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn projection_status(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
     let generation = state.store.generation().map_err(|e| ApiError::Unavailable(e.into()))?;
     let topic = state.end_offsets.topic.clone();
     let t = topic.clone();
@@ -149,5 +151,5 @@ async fn projection_status(State(state): State<AppState>) -> Result<Json<serde_j
         parked_records: parked,
         kafka: ends.err().map_or_else(|| "up".to_owned(), |e| format!("unreachable: {e}")),
     };
-    Ok(Json(serde_json::to_value(status).expect("a status serialises")))
+    Ok(Json(status))
 }
