@@ -84,3 +84,38 @@ async fn a_client_holding_the_current_version_gets_304_without_a_body() -> anyho
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_article_asked_again_costs_no_lookup_until_the_projector_announces_it() -> anyhow::Result<()> {
+    let env = TestEnv::new(1).await?;
+    let command = Service::start("command-service", &env, &[]).await?;
+    let projector = Service::start("projector", &env, &[]).await?;
+    let query = Service::start("query-service", &env, &[("APP_CACHE__TTL_SECS", "3600".to_owned())]).await?;
+    let http = reqwest::Client::new();
+    let stats = || async {
+        let s: Value = http.get(format!("{}/cache/stats", query.base_url)).send().await?.json().await?;
+        anyhow::Ok(s)
+    };
+    eventually(Duration::from_secs(10), "the invalidation subscription", || async {
+        stats().await.ok().filter(|s| s["memory"]["following_invalidations"] == true)
+    })
+    .await?;
+    let url = format!("{}/articles/ART-LATER/stock", query.base_url);
+    for _ in 0..5 {
+        assert_eq!(http.get(&url).send().await?.status(), 404);
+    }
+    let s = stats().await?;
+    assert_eq!(s["postgres"]["misses"], 1, "one lookup, then the answer is remembered: {s}");
+    assert!(s["memory"]["hits"].as_u64().unwrap() >= 4, "{s}");
+
+    let post = |path: &str, body: Value| http.post(format!("{}{path}", command.base_url)).json(&body).send();
+    post("/articles", json!({ "article": "ART-LATER", "name": "n", "category": "c", "unit": { "code": "pcs" } })).await?;
+    eventually(Duration::from_secs(30), "the article to be found", || async {
+        (http.get(&url).send().await.ok()?.status() == 200).then_some(())
+    })
+    .await?;
+    for service in [query, projector, command] {
+        service.stop().await?;
+    }
+    Ok(())
+}

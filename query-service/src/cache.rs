@@ -10,6 +10,9 @@
 //!   dropped (messages may have been missed). The TTL is only a safety net.
 //! - Single flight: concurrent requests for a cold key share one fetch.
 //! - A fetch that raced with an invalidation is served but not kept.
+//! - "Not found" is remembered too, under the tags that announce the thing
+//!   once it exists, so that a client asking for an unknown id in a loop
+//!   costs no database lookups.
 //! - Hot keys: each entry counts its hits; every half minute the most asked
 //!   documents are added to a Redis sorted set, from which a starting
 //!   query-service warms its tier ([`DocumentCache::warm`]).
@@ -93,9 +96,10 @@ impl CacheSettings {
 /// Why an answer could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    /// No tier has it: the thing asked for does not exist.
+    /// No tier has it: the thing asked for does not exist. Carries the tags
+    /// under which its absence is remembered (until it comes to exist).
     #[error("not found")]
-    Missing,
+    Missing(Arc<[String]>),
     #[error(transparent)]
     Failed(anyhow::Error),
 }
@@ -107,13 +111,25 @@ pub struct Entry {
     pub body: Bytes,
     pub tags: Arc<[String]>,
     hits: Arc<AtomicU64>,
+    /// A remembered "not found".
+    absent: bool,
 }
 
 impl Entry {
     /// A stored document: its version is the ETag.
     pub fn document(version: i64, body: Bytes, tags: Arc<[String]>) -> Self {
         let etag = HeaderValue::from_str(&format!("\"{version}\"")).expect("a number is a valid header");
-        Self { etag, body, tags, hits: Arc::default() }
+        Self { etag, body, tags, hits: Arc::default(), absent: false }
+    }
+
+    fn found(self) -> Result<Entry, Arc<FetchError>> {
+        if self.absent { Err(Arc::new(FetchError::Missing(self.tags))) } else { Ok(self) }
+    }
+
+    /// A remembered "not found": an unknown id asked again and again costs
+    /// no lookup below memory until the projector announces it exists.
+    fn absent(tags: Arc<[String]>) -> Self {
+        Self { etag: HeaderValue::from_static("\"absent\""), body: Bytes::new(), tags, hits: Arc::default(), absent: true }
     }
 
     /// An answer computed from rows: a hash of the body is the ETag.
@@ -121,7 +137,7 @@ impl Entry {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         body.hash(&mut hasher);
         let etag = HeaderValue::from_str(&format!("\"h{:016x}\"", hasher.finish())).expect("hex is a valid header");
-        Self { etag, body: Bytes::from(body), tags, hits: Arc::default() }
+        Self { etag, body: Bytes::from(body), tags, hits: Arc::default(), absent: false }
     }
 }
 
@@ -173,16 +189,22 @@ impl DocumentCache {
         if let Some(entry) = memory.get(key).await {
             MEMORY_HITS.inc();
             entry.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(entry);
+            return entry.found();
         }
         CACHE_REQUESTS.with_label_values(&["memory", "miss"]).inc();
         let started = self.generation.load(Ordering::Acquire);
-        let entry = memory.try_get_with(key.to_owned(), fetch).await?;
+        let remembered = async {
+            match fetch.await {
+                Err(FetchError::Missing(tags)) => Ok(Entry::absent(tags)),
+                other => other,
+            }
+        };
+        let entry = memory.try_get_with(key.to_owned(), remembered).await?;
         if self.generation.load(Ordering::Acquire) != started {
             // An invalidation arrived while fetching: serve it, do not keep it.
             memory.invalidate(key).await;
         }
-        Ok(entry)
+        entry.found()
     }
 
     /// Whether invalidations arrive (the memory tier is in use).

@@ -198,7 +198,7 @@ async fn warm(state: AppState, mut keys: Vec<String>, top: usize) {
         let fetched = state.cache.get(key, state.store.get(key, tags)).await;
         match fetched {
             Ok(_) => loaded += 1,
-            Err(e) if matches!(*e, FetchError::Missing) => {}
+            Err(e) if matches!(*e, FetchError::Missing(_)) => {}
             Err(e) => tracing::debug!(%key, error = %e, "warm-up fetch failed"),
         }
     }

@@ -157,7 +157,10 @@ impl DocumentStore {
         let row: Option<(i64, Vec<u8>)> =
             self.postgres(self.postgres_timeout, "document_by_key", sqlx::query_as(&sql).bind(key).fetch_optional(&self.pool)).await?;
         CACHE_REQUESTS.with_label_values(&["postgres", if row.is_some() { "hit" } else { "miss" }]).inc();
-        row.map(|(version, body)| Entry::document(version, Bytes::from(body), tags)).ok_or(FetchError::Missing)
+        match row {
+            Some((version, body)) => Ok(Entry::document(version, Bytes::from(body), tags)),
+            None => Err(FetchError::Missing(tags)),
+        }
     }
 
     /// Runs a read-model query; `query` gets the pool and the serving

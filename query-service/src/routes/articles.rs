@@ -295,7 +295,7 @@ async fn stock_as_of(
                 Ok(Some(rows))
             })
             .await?
-            .ok_or(FetchError::Missing)?;
+            .ok_or_else(|| FetchError::Missing(tags(&[article_tag(&article)])))?;
         let mut warehouses: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
         for (_, w, n) in &rows {
             *warehouses.entry(w.as_str()).or_default() += n;

@@ -106,7 +106,7 @@ async fn category_charges(
                 Ok(Some(rows))
             })
             .await?
-            .ok_or(FetchError::Missing)?;
+            .ok_or_else(|| FetchError::Missing(tags(&[platform::tags::category(category.as_str())])))?;
         let body = page_body(rows, page.limit, |r| {
             encode("category-charges", vec![json!(r.production_date), json!(r.article), json!(r.charge)])
         });

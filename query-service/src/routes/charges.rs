@@ -94,7 +94,7 @@ async fn article_charges(
                 Ok(Some(rows))
             })
             .await?
-            .ok_or(FetchError::Missing)?;
+            .ok_or_else(|| FetchError::Missing(tags(&[article_tag(&article)])))?;
         let body = page_body(rows, page.limit, |r| encode("article-charges", vec![json!(r.production_date), json!(r.charge)]));
         Ok(Entry::computed(body, tags(&[article_tag(&article)])))
     };
@@ -182,7 +182,7 @@ async fn load_detail(state: &AppState, article: &ArticleId, charge: &ChargeNo) -
             }))
         })
         .await?
-        .ok_or(FetchError::Missing)?;
+        .ok_or_else(|| FetchError::Missing(tags(&[article_tag(article)])))?;
     Ok(Entry::computed(serde_json::to_vec(&detail).expect("a charge serialises"), tags(&[article_tag(article)])))
 }
 
@@ -309,7 +309,7 @@ async fn movements(
                 Ok(Some(rows))
             })
             .await?
-            .ok_or(FetchError::Missing)?;
+            .ok_or_else(|| FetchError::Missing(tags(&[article_tag(&article)])))?;
         let body = page_body(rows, page.limit, |m| {
             encode("movements", vec![json!(m.posted_at), json!(m.sequence), json!(m.leg)])
         });

@@ -109,7 +109,7 @@ where
     match answer {
         Ok(entry) => Ok(respond(entry, request, !state.store.postgres_up())),
         Err(e) => Err(match &*e {
-            FetchError::Missing => ApiError::NotFound(what()),
+            FetchError::Missing(_) => ApiError::NotFound(what()),
             FetchError::Failed(cause) => ApiError::Unavailable(anyhow::anyhow!("{cause:#}")),
         }),
     }
