@@ -209,11 +209,13 @@ async fn fetch_rate(env: &TestEnv, total: usize) -> anyhow::Result<f64> {
     Ok(seen as f64 / started.map_or(1.0, |s| s.elapsed().as_secs_f64()))
 }
 
-/// The projector process consuming the preloaded topic into a fresh database.
-async fn catch_up(env: &TestEnv, total: usize) -> anyhow::Result<f64> {
+/// The projector (release build) as its own process on the test's database,
+/// topic, Redis prefix and group; the default batch size unless `batch` says.
+fn spawn_projector(env: &TestEnv, batch: Option<usize>) -> anyhow::Result<tokio::process::Child> {
     let exe = std::env::current_exe()?.with_file_name("projector");
     anyhow::ensure!(exe.exists(), "{} is missing: build with `cargo build --release -p projector`", exe.display());
-    let mut child = tokio::process::Command::new(&exe)
+    let mut command = tokio::process::Command::new(&exe);
+    command
         .env("APP_HTTP__PORT", testkit::free_port().to_string())
         .env("APP_DATABASE__URL", &env.database.url)
         .env("APP_KAFKA__BROKERS", &env.kafka.brokers)
@@ -221,11 +223,18 @@ async fn catch_up(env: &TestEnv, total: usize) -> anyhow::Result<f64> {
         .env("APP_REDIS__URL", &env.redis.url)
         .env("APP_REDIS__KEY_PREFIX", &env.redis.key_prefix)
         .env("APP_PROJECTOR__GROUP_ID", &env.group_id)
-        .env("APP_PROJECTOR__BATCH_SIZE", batch_size().to_string())
         .env("APP_LOG__FILTER", "warn")
         .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
+        .kill_on_drop(true);
+    if let Some(batch) = batch {
+        command.env("APP_PROJECTOR__BATCH_SIZE", batch.to_string());
+    }
+    Ok(command.spawn()?)
+}
+
+/// The projector process consuming the preloaded topic into a fresh database.
+async fn catch_up(env: &TestEnv, total: usize) -> anyhow::Result<f64> {
+    let mut child = spawn_projector(env, Some(batch_size()))?;
     let pool = env.pool().await?;
     let consumed = || async {
         sqlx::query_scalar::<_, Option<i64>>("select sum(next_offset)::int8 from rm_1.offsets")
@@ -351,19 +360,7 @@ async fn freshness(rate: u32, seconds: u64) -> anyhow::Result<()> {
     use std::sync::{Arc, Mutex};
 
     let env = TestEnv::new(4).await?;
-    let exe = std::env::current_exe()?.with_file_name("projector");
-    let mut child = tokio::process::Command::new(&exe)
-        .env("APP_HTTP__PORT", testkit::free_port().to_string())
-        .env("APP_DATABASE__URL", &env.database.url)
-        .env("APP_KAFKA__BROKERS", &env.kafka.brokers)
-        .env("APP_KAFKA__EVENTS_TOPIC", &env.kafka.events_topic)
-        .env("APP_REDIS__URL", &env.redis.url)
-        .env("APP_REDIS__KEY_PREFIX", &env.redis.key_prefix)
-        .env("APP_PROJECTOR__GROUP_ID", &env.group_id)
-        .env("APP_LOG__FILTER", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
+    let mut child = spawn_projector(&env, None)?;
     let pool = env.pool().await?;
     let producer: FutureProducer = env.kafka.client_config().set("acks", "all").set("linger.ms", "0").create()?;
     let articles = 100;

@@ -14,6 +14,7 @@ mod envelope;
 mod error;
 mod event;
 mod ids;
+mod moment;
 mod policy;
 mod quantity;
 mod state;
@@ -28,6 +29,7 @@ pub use ids::{
     ArticleId, ArticleName, Category, ChargeNo, IdError, MAX_ID_LEN, MAX_TEXT_LEN, ReservationId, StreamId, Text,
     TextError, WarehouseId,
 };
+pub use moment::parse_moment;
 pub use policy::{Context, FUTURE_TOLERANCE, Policy};
 pub use quantity::{Counted, Quantity, QuantityError};
 pub use state::{

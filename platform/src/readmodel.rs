@@ -34,3 +34,8 @@ pub async fn active<'c>(conn: impl PgExecutor<'c>) -> Result<Option<Generation>,
     };
     Ok(row.map(|(id,)| Generation::new(id)))
 }
+
+/// The generation that serves, or an error saying the migrations have not run.
+pub async fn serving<'c>(conn: impl PgExecutor<'c>) -> anyhow::Result<Generation> {
+    active(conn).await?.ok_or_else(|| anyhow::anyhow!("no read-model generation: the migrations have not run"))
+}

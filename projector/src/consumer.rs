@@ -150,9 +150,7 @@ impl Projector {
     /// Runs until `shutdown` is cancelled; the batch in hand is finished first.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let topic = self.kafka.events_topic.clone();
-        let generation = platform::readmodel::active(&self.pool)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("no read-model generation: the migrations have not run"))?;
+        let generation = platform::readmodel::serving(&self.pool).await?;
         tracing::info!(generation = generation.id, "projecting into the serving generation");
         let shared = Arc::new(Mutex::new(generation.clone()));
         let mut sql = Statements::new(generation);

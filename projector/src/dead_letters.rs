@@ -109,7 +109,7 @@ pub struct DeadLetter {
 
 /// Parked records of the serving generation (with `all`, resolved ones too), oldest first.
 pub async fn list(pool: &PgPool, all: bool) -> anyhow::Result<Vec<DeadLetter>> {
-    let generation = serving(pool).await?;
+    let generation = platform::readmodel::serving(pool).await?;
     let sql = format!(
         "select id, partition, \"offset\", stream_id, sequence, event_type, reason, status, error, parked_at
          from {}.dead_letters where $1 or status = 'parked' order by id",
@@ -131,7 +131,7 @@ pub struct Redriven {
 
 /// Applies the parked records of `stream` (or of every halted stream) again, in order.
 pub async fn redrive(pool: &PgPool, sink: &RedisSink, topic: &str, stream: Option<&str>) -> anyhow::Result<Vec<Redriven>> {
-    let generation = serving(pool).await?;
+    let generation = platform::readmodel::serving(pool).await?;
     let streams: Vec<String> = match stream {
         Some(s) => vec![s.to_owned()],
         None => {
@@ -149,7 +149,7 @@ pub async fn redrive(pool: &PgPool, sink: &RedisSink, topic: &str, stream: Optio
 /// Passes over parked record `id` (it must be the first its stream waits on,
 /// with a readable sequence) and re-drives the stream's other parked records.
 pub async fn skip(pool: &PgPool, sink: &RedisSink, topic: &str, id: i64) -> anyhow::Result<Redriven> {
-    let generation = serving(pool).await?;
+    let generation = platform::readmodel::serving(pool).await?;
     let sql = format!(
         "select stream_id, sequence, status, (select min(id) from {s}.dead_letters f
                   where f.stream_id = d.stream_id and f.status = 'parked')
@@ -259,8 +259,4 @@ async fn run_redrive(
         error: first_error,
     };
     Ok((report, outcome))
-}
-
-async fn serving(pool: &PgPool) -> anyhow::Result<Generation> {
-    platform::readmodel::active(pool).await?.ok_or_else(|| anyhow::anyhow!("no read-model generation: run the migrations"))
 }

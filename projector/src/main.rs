@@ -111,7 +111,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Checksum => {
             let (pool, _) = admin().await?;
-            let generation = platform::readmodel::active(&pool).await?.ok_or_else(|| anyhow::anyhow!("no generation"))?;
+            let generation = platform::readmodel::serving(&pool).await?;
             let mut conn = pool.acquire().await?;
             let checksum = projector::rebuild::checksum(&mut conn, &generation).await?;
             println!("{{\"generation\":{},\"checksum\":\"{checksum}\"}}", generation.id);

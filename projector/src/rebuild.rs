@@ -68,9 +68,7 @@ pub async fn rebuild(
     let mut lock = PgConnection::connect_with(&pool.connect_options()).await?;
     let (locked,): (bool,) = sqlx::query_as("select pg_try_advisory_lock($1)").bind(REBUILD_LOCK).fetch_one(&mut lock).await?;
     anyhow::ensure!(locked, "another rebuild is running");
-    let serving = platform::readmodel::active(pool)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no read-model generation: run the migrations (start the projector once)"))?;
+    let serving = platform::readmodel::serving(pool).await?;
     let (next,): (i64,) = sqlx::query_as("select coalesce(max(generation), 0) + 1 from read_model_generations")
         .fetch_one(pool)
         .await?;

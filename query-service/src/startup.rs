@@ -115,7 +115,7 @@ impl Application {
             cache: Arc::new(DocumentCache::new(&settings.cache, tiers.memory)),
             consistency: Arc::new(settings.consistency.clone()),
             pages: Arc::new(settings.pages.clone()),
-            end_offsets: Arc::new(EndOffsets::new(&settings.kafka)?),
+            end_offsets: Arc::new(EndOffsets::new(&settings.kafka)),
         };
         let router = platform::http::with_common_layers(router(state.clone()), &settings.http);
         let (listener, addr) = settings.http.bind().await?;

@@ -7,19 +7,7 @@ pub mod filter;
 pub mod output;
 pub mod reader;
 
-use chrono::{DateTime, NaiveDate, Utc};
-
-/// Reads a time given as RFC 3339 (`2026-11-22T12:00:00Z`) or as a date
-/// (`2026-11-22`, the start of that day in UTC).
-pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    if let Ok(d) = s.parse::<NaiveDate>() {
-        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
-    }
-    Err(format!("{s:?} is neither an RFC 3339 time (2026-11-22T12:00:00Z) nor a date (2026-11-22)"))
-}
+pub use events::parse_moment as parse_time;
 
 /// Reads `partition:offset` pairs, comma-separated (`0:120,3:75`).
 pub fn parse_offsets(s: &str) -> Result<std::collections::BTreeMap<i32, i64>, String> {
@@ -39,13 +27,6 @@ pub fn parse_offsets(s: &str) -> Result<std::collections::BTreeMap<i32, i64>, St
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_are_rfc3339_or_dates_and_anything_else_says_what_is_expected() {
-        assert_eq!(parse_time("2026-11-22").unwrap(), parse_time("2026-11-22T00:00:00Z").unwrap());
-        assert_eq!(parse_time("2026-11-22T13:00:00+01:00").unwrap(), parse_time("2026-11-22T12:00:00Z").unwrap());
-        assert!(parse_time("yesterday").unwrap_err().contains("RFC 3339"));
-    }
 
     #[test]
     fn offsets_are_partition_offset_pairs() {

@@ -258,7 +258,7 @@ async fn stock_as_of(
 ) -> Result<Response, ApiError> {
     let article = param("article", ArticleId::parse(article))?;
     let raw = params.at.ok_or_else(|| ApiError::bad("at", "is required: an RFC 3339 time or a date"))?;
-    let at = parse_time(&raw).map_err(|reason| ApiError::bad("at", reason))?;
+    let at = events::parse_moment(&raw).map_err(|reason| ApiError::bad("at", reason))?;
     let key = format!("list:as-of:{article}:{}", at.timestamp_micros());
     let id = article.to_string();
     let fetch = async {
@@ -317,14 +317,4 @@ async fn stock_as_of(
         Ok(Entry::computed(serde_json::to_vec(&body).expect("a stock serialises"), tags(&[article_tag(&article)])))
     };
     serve(&state, &headers, None, &key, fetch, std::future::pending(), || format!("article {article}")).await
-}
-
-/// An RFC 3339 time, or a date (its start in UTC).
-fn parse_time(raw: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(raw) {
-        return Ok(t.with_timezone(&chrono::Utc));
-    }
-    raw.parse::<chrono::NaiveDate>()
-        .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
-        .map_err(|_| format!("{raw:?} is neither an RFC 3339 time (2026-11-22T12:00:00Z) nor a date (2026-11-22)"))
 }
