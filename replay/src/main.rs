@@ -14,6 +14,11 @@ use replay::output::{Format, Writer};
 use replay::reader::{End, Next, Record, Start, TopicReader};
 use replay::{parse_offsets, parse_time};
 
+/// mimalloc: far less time in the allocator than glibc's malloc under this
+/// workload (see the commit that introduced it).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Read the stock back end's events topic: export it, or fold it into the
 /// stock as of any moment. The events are the system of record; every
 /// article's events are in order on one partition.
