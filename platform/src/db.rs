@@ -46,14 +46,63 @@ impl DatabaseSettings {
     }
 }
 
+/// A connection idle for longer than this is pinged before it is handed out.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 /// A pool that connects on first use, so a service starts while PostgreSQL is
 /// still coming up and reports it through `/health/ready`.
+///
+/// sqlx pings every connection it hands out by default: a round trip per
+/// query, which under load doubled the statements PostgreSQL answered. Here
+/// only a connection idle for more than a second is pinged; one in use moments
+/// ago is known to work (and sqlx still tests each connection as it returns
+/// to the pool, closing broken ones).
 pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error> {
     crate::metrics::set_slow_query_threshold(Duration::from_millis(settings.slow_query_ms));
     Ok(PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > PING_AFTER_IDLE {
+                    use sqlx::Connection;
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_lazy_with(settings.connect_options()?))
+}
+
+/// A connection of its own, outside the pool, for a task that runs one
+/// statement after another (a batch worker): no pool hand-over, and none of
+/// the pool's pings. Connects on first use and again after [`Self::discard`].
+#[derive(Debug)]
+pub struct Dedicated {
+    options: PgConnectOptions,
+    connection: Option<sqlx::PgConnection>,
+}
+
+impl Dedicated {
+    pub fn new(options: PgConnectOptions) -> Self {
+        Self { options, connection: None }
+    }
+
+    /// The connection, made now if there is none.
+    pub async fn get(&mut self) -> Result<&mut sqlx::PgConnection, sqlx::Error> {
+        use sqlx::Connection;
+        if self.connection.is_none() {
+            self.connection = Some(sqlx::PgConnection::connect_with(&self.options).await?);
+        }
+        Ok(self.connection.as_mut().expect("just made"))
+    }
+
+    /// Drops the connection (after a failure that may have broken it); the
+    /// next [`Self::get`] connects again.
+    pub fn discard(&mut self) {
+        self.connection = None;
+    }
 }
 
 /// Applies pending migrations if the settings ask for it.
