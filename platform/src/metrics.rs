@@ -120,9 +120,37 @@ pub async fn timed<T, E>(query: &'static str, call: impl Future<Output = Result<
 
 /// Counts and times a request by its route template (called by
 /// [`crate::http::Observe`] for every request).
+///
+/// The series of each (route, method, status) are resolved once per thread:
+/// a label lookup hashes every label and takes a lock, which a request served
+/// from memory noticed.
 pub fn record_request(route: &str, method: &str, status: axum::http::StatusCode, elapsed: Duration) {
-    HTTP_DURATION.with_label_values(&[route, method]).observe(elapsed.as_secs_f64());
-    HTTP_REQUESTS.with_label_values(&[route, method, status.as_str()]).inc();
+    type Series = ((String, String, u16), prometheus::Histogram, prometheus::IntCounter);
+    // Route templates and methods are few; a client inventing methods cannot grow this past it.
+    const MOST: usize = 256;
+    thread_local! {
+        static RESOLVED: std::cell::RefCell<Vec<Series>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    RESOLVED.with_borrow_mut(|resolved| {
+        let key = (route, method, status.as_u16());
+        let position = resolved.iter().position(|((r, m, s), ..)| (r.as_str(), m.as_str(), *s) == key);
+        let (_, duration, count) = match position {
+            Some(i) => &resolved[i],
+            None => {
+                let duration = HTTP_DURATION.with_label_values(&[route, method]);
+                let count = HTTP_REQUESTS.with_label_values(&[route, method, status.as_str()]);
+                if resolved.len() >= MOST {
+                    duration.observe(elapsed.as_secs_f64());
+                    count.inc();
+                    return;
+                }
+                resolved.push(((route.to_owned(), method.to_owned(), key.2), duration, count));
+                resolved.last().expect("just pushed")
+            }
+        };
+        duration.observe(elapsed.as_secs_f64());
+        count.inc();
+    });
 }
 
 /// `/metrics` in the Prometheus text format; `refresh` updates gauges read at
