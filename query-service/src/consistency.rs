@@ -39,6 +39,19 @@ pub struct Params {
     pub consistent_with: Option<String>,
 }
 
+/// Parses the query string only when there is one: most reads have none,
+/// and deserialising an empty one still costs every request.
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Params {
+    type Rejection = axum::extract::rejection::QueryRejection;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        if parts.uri.query().is_none() {
+            return Ok(Self::default());
+        }
+        axum::extract::Query::try_from_uri(&parts.uri).map(|axum::extract::Query(params)| params)
+    }
+}
+
 /// The request's token, from the header or the `consistent_with` parameter.
 pub fn token(headers: &crate::routes::ReadHeaders, params: Params) -> Result<Option<Token>, ApiError> {
     let raw = headers.consistency_token.as_ref().and_then(|v| v.to_str().ok()).map(str::to_owned).or(params.consistent_with);

@@ -6,6 +6,7 @@
 //! from memory until the projector announces a change. See docs/queries.md.
 
 pub mod cache;
+pub mod coalesce;
 pub mod consistency;
 pub mod cursor;
 pub mod error;

@@ -43,14 +43,27 @@ use crate::store::DocumentStore;
 #[derive(Debug)]
 pub struct ApiDoc;
 
-/// What every handler can reach.
+/// What every handler can reach. One reference count per request: axum
+/// clones the state into every handler.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// The parts of [`AppState`].
+#[derive(Debug)]
+pub struct Shared {
     pub store: Arc<DocumentStore>,
     pub cache: Arc<DocumentCache>,
-    pub consistency: Arc<ConsistencySettings>,
-    pub pages: Arc<PageSettings>,
+    pub consistency: ConsistencySettings,
+    pub pages: PageSettings,
     pub end_offsets: Arc<EndOffsets>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 /// Lists larger than this are compressed for clients that accept it.
@@ -110,13 +123,13 @@ impl Application {
         let timeout = Duration::from_millis(settings.cache.postgres_timeout_ms);
         let store = Arc::new(DocumentStore::new(pool, settings.redis.clone(), tiers, timeout)?);
         store.refresh_generation().await;
-        let state = AppState {
+        let state = AppState(Arc::new(Shared {
             store,
             cache: Arc::new(DocumentCache::new(&settings.cache, tiers.memory)),
-            consistency: Arc::new(settings.consistency.clone()),
-            pages: Arc::new(settings.pages.clone()),
+            consistency: settings.consistency.clone(),
+            pages: settings.pages.clone(),
             end_offsets: Arc::new(EndOffsets::new(&settings.kafka)),
-        };
+        }));
         let router = platform::http::with_common_layers(router(state.clone()), &settings.http);
         let (listener, addr) = settings.http.bind().await?;
         tracing::info!(%addr, "query-service listening");
@@ -162,6 +175,7 @@ async fn watch(state: AppState, swapped: Arc<Notify>, hot_record_secs: u64, shut
             _ = tick.tick() => {}
             () = swapped.notified() => {}
         }
+        state.cache.tick();
         if !state.store.postgres_up() {
             state.store.probe_postgres().await;
         }
@@ -195,7 +209,8 @@ async fn warm(state: AppState, mut keys: Vec<String>, top: usize) {
     let mut loaded = 0;
     for key in &keys {
         let tags = crate::routes::tags(&document_tags(key));
-        let fetched = state.cache.get(key, state.store.get(key, tags)).await;
+        let store = &state.store;
+        let fetched = state.cache.get(key, || Box::pin(store.get(key, tags))).await;
         match fetched {
             Ok(_) => loaded += 1,
             Err(e) if matches!(*e, FetchError::Missing(_)) => {}
@@ -220,7 +235,7 @@ pub fn document_tags(key: &str) -> Vec<String> {
 /// tier's size, invalidations and evictions (the same figures as `/metrics`).
 async fn cache_stats(axum::extract::State(state): axum::extract::State<AppState>) -> Json<serde_json::Value> {
     use platform::metrics::{CACHE_EVENTS, CACHE_REQUESTS};
-    let (entries, bytes) = state.cache.size().await;
+    let (entries, bytes) = state.cache.size();
     let tier = |name: &str| {
         let hits = CACHE_REQUESTS.with_label_values(&[name, "hit"]).get();
         let misses = CACHE_REQUESTS.with_label_values(&[name, "miss"]).get();

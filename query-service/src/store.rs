@@ -8,9 +8,12 @@
 //!   until a probe, once a second, finds it answering again.
 //! - The generation: read from `read_model_pointer` once a second (and at
 //!   once after a swap's `*` invalidation); from Redis while PostgreSQL is down.
+//! - Documents are read in batches: lookups that arrive together share one
+//!   `MGET` or one `where key = any($1)` ([`crate::coalesce`]).
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -20,14 +23,27 @@ use platform::redis::{RedisConnection, RedisSettings};
 use sqlx::PgPool;
 
 use crate::cache::{Entry, FetchError, Tiers};
+use crate::coalesce::{BatchResult, Coalescer};
 
 /// A circuit breaker: after [`Breaker::TRIP_AFTER`] consecutive failures the
 /// guarded call is skipped for [`Breaker::COOL_DOWN`]; then one call is let
-/// through, and its outcome closes or reopens the breaker.
+/// through, and its outcome closes or reopens the breaker. Lock-free: every
+/// request asks it.
 #[derive(Debug, Default)]
 pub struct Breaker {
     failures: AtomicU32,
-    open_until: Mutex<Option<Instant>>,
+    /// While open: until when, in microseconds since [`epoch`]; 0 when closed.
+    open_until_us: AtomicU64,
+}
+
+/// The instant breaker times count from.
+fn epoch() -> Instant {
+    static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+    *EPOCH
+}
+
+fn micros_since_epoch(t: Instant) -> u64 {
+    t.saturating_duration_since(epoch()).as_micros() as u64
 }
 
 impl Breaker {
@@ -36,8 +52,8 @@ impl Breaker {
 
     /// Whether the guarded call may be tried now.
     pub fn allows(&self) -> bool {
-        let open_until = self.open_until.lock().expect("breaker poisoned");
-        open_until.is_none_or(|t| Instant::now() >= t)
+        let until = self.open_until_us.load(Ordering::Acquire);
+        until == 0 || micros_since_epoch(Instant::now()) >= until
     }
 
     pub fn is_open(&self) -> bool {
@@ -46,7 +62,7 @@ impl Breaker {
 
     pub fn succeeded(&self) {
         if self.failures.swap(0, Ordering::Relaxed) > 0 {
-            *self.open_until.lock().expect("breaker poisoned") = None;
+            self.open_until_us.store(0, Ordering::Release);
         }
     }
 
@@ -56,40 +72,77 @@ impl Breaker {
         if failures < Self::TRIP_AFTER {
             return false;
         }
-        *self.open_until.lock().expect("breaker poisoned") = Some(Instant::now() + Self::COOL_DOWN);
+        self.open_until_us.store(micros_since_epoch(Instant::now() + Self::COOL_DOWN).max(1), Ordering::Release);
         true
     }
 }
+
+/// A document as a tier holds it: its version and its bytes.
+type Stored = Option<(i64, Bytes)>;
+
+/// Most lookups in one `MGET` or one `any($1)`.
+const MAX_BATCH: usize = 64;
 
 /// Redis and PostgreSQL in the serving generation.
 #[derive(Debug)]
 pub struct DocumentStore {
     pool: PgPool,
-    redis: RedisConnection,
+    redis: Arc<RedisConnection>,
     settings: RedisSettings,
     tiers: Tiers,
     breaker: Breaker,
     postgres_up: AtomicBool,
     postgres_timeout: Duration,
-    generation: RwLock<Option<Generation>>,
+    generation: RwLock<Option<Arc<Generation>>>,
+    /// Document reads from Redis, by full key, batched into `MGET`s.
+    redis_reads: Coalescer<String, Option<Vec<u8>>>,
+    /// Document reads from PostgreSQL, by (generation, key), batched per generation.
+    postgres_reads: Coalescer<(i64, String), Stored>,
 }
 
 impl DocumentStore {
+    /// Starts the batched readers on the current runtime.
     pub fn new(pool: PgPool, settings: RedisSettings, tiers: Tiers, postgres_timeout: Duration) -> redis::RedisResult<Self> {
+        let redis = Arc::new(RedisConnection::new(&settings)?);
+        let connection = redis.clone();
+        let redis_reads = Coalescer::new(1, MAX_BATCH, move |keys| {
+            let connection = connection.clone();
+            async move { mget(&connection, keys).await }
+        });
+        let options = pool.connect_options().as_ref().clone();
+        let postgres_reads = Coalescer::with_state(
+            2,
+            MAX_BATCH,
+            move || platform::db::Dedicated::new(options.clone()),
+            move |mut connection, keys| async move {
+                let answers = tokio::time::timeout(postgres_timeout, documents_by_key(&mut connection, keys)).await;
+                let answers = match answers {
+                    Ok(answers) => answers,
+                    Err(_) => Err(Arc::new(anyhow::anyhow!("PostgreSQL did not answer within {postgres_timeout:?}"))),
+                };
+                if answers.is_err() {
+                    // It may be broken or still busy: the next batch connects anew.
+                    connection.discard();
+                }
+                (connection, answers)
+            },
+        );
         Ok(Self {
             pool,
-            redis: RedisConnection::new(&settings)?,
+            redis,
             settings,
             tiers,
             breaker: Breaker::default(),
             postgres_up: AtomicBool::new(true),
             postgres_timeout,
             generation: RwLock::new(None),
+            redis_reads,
+            postgres_reads,
         })
     }
 
     /// The serving generation.
-    pub fn generation(&self) -> Result<Generation, FetchError> {
+    pub fn generation(&self) -> Result<Arc<Generation>, FetchError> {
         self.generation
             .read()
             .expect("generation poisoned")
@@ -106,11 +159,11 @@ impl DocumentStore {
         };
         let Some(found) = found else { return false };
         let mut current = self.generation.write().expect("generation poisoned");
-        if current.as_ref() == Some(&found) {
+        if current.as_deref() == Some(&found) {
             return false;
         }
         tracing::info!(generation = found.id, "serving read-model generation");
-        *current = Some(found);
+        *current = Some(Arc::new(found));
         true
     }
 
@@ -153,12 +206,11 @@ impl DocumentStore {
     /// commit (Redis is written just after it).
     pub async fn get_fresh(&self, key: &str, tags: Arc<[String]>) -> Result<Entry, FetchError> {
         let generation = self.generation()?;
-        let sql = format!("select version, body from {}.documents where key = $1", generation.schema);
-        let row: Option<(i64, Vec<u8>)> =
-            self.postgres(self.postgres_timeout, "document_by_key", sqlx::query_as(&sql).bind(key).fetch_optional(&self.pool)).await?;
+        let lookup = self.postgres_reads.get((generation.id, key.to_owned()));
+        let row = self.postgres(self.postgres_timeout, "document_by_key", lookup).await?;
         CACHE_REQUESTS.with_label_values(&["postgres", if row.is_some() { "hit" } else { "miss" }]).inc();
         match row {
-            Some((version, body)) => Ok(Entry::document(version, Bytes::from(body), tags)),
+            Some((version, body)) => Ok(Entry::document(version, body, tags)),
             None => Err(FetchError::Missing(tags)),
         }
     }
@@ -171,18 +223,18 @@ impl DocumentStore {
         Fut: Future<Output = Result<T, sqlx::Error>>,
     {
         let generation = self.generation()?;
-        let result = self.postgres(self.postgres_timeout, name, query(self.pool.clone(), generation.schema)).await;
+        let result = self.postgres(self.postgres_timeout, name, query(self.pool.clone(), generation.schema.clone())).await;
         CACHE_REQUESTS.with_label_values(&["postgres", if result.is_ok() { "hit" } else { "error" }]).inc();
         result
     }
 
     /// A PostgreSQL call with a deadline (`timeout`, or the configured one
     /// when zero), skipped while PostgreSQL is known to be down.
-    async fn postgres<T>(
+    async fn postgres<T, E: Failure>(
         &self,
         timeout: Duration,
         name: &'static str,
-        call: impl Future<Output = Result<T, sqlx::Error>>,
+        call: impl Future<Output = Result<T, E>>,
     ) -> Result<T, FetchError> {
         if !self.postgres_up() {
             CACHE_REQUESTS.with_label_values(&["postgres", "skipped"]).inc();
@@ -192,10 +244,10 @@ impl DocumentStore {
         match tokio::time::timeout(timeout, timed(name, call)).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => {
-                if is_connectivity(&e) {
+                if e.is_connectivity() {
                     self.mark_postgres(false);
                 }
-                Err(FetchError::Failed(e.into()))
+                Err(FetchError::Failed(e.into_anyhow()))
             }
             Err(_) => {
                 self.mark_postgres(false);
@@ -239,10 +291,8 @@ impl DocumentStore {
         Ok(row.map_or(0, |(s,)| s as u64))
     }
 
-    async fn from_redis(&self, generation: &Generation, key: &str) -> anyhow::Result<Option<(i64, Bytes)>> {
-        let mut c = self.redis.get().await?;
-        let value: Option<Vec<u8>> =
-            redis::cmd("GET").arg(self.settings.doc_key(generation.id, key)).query_async(&mut c).await?;
+    async fn from_redis(&self, generation: &Generation, key: &str) -> anyhow::Result<Stored> {
+        let value = self.redis_reads.get(self.settings.doc_key(generation.id, key)).await.map_err(|e| anyhow::anyhow!("{e:#}"))?;
         let Some(value) = value else { return Ok(None) };
         let value = Bytes::from(value);
         let newline = value.iter().position(|b| *b == b'\n').ok_or_else(|| anyhow::anyhow!("malformed redis value"))?;
@@ -302,17 +352,69 @@ impl DocumentStore {
     }
 }
 
-/// Errors that mean PostgreSQL cannot be reached (as opposed to a bad query).
-fn is_connectivity(e: &sqlx::Error) -> bool {
-    matches!(
-        e,
-        sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::Protocol(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed
-    )
+/// A failed PostgreSQL call: whether it means PostgreSQL cannot be reached
+/// (as opposed to a bad query).
+trait Failure {
+    fn is_connectivity(&self) -> bool;
+    fn into_anyhow(self) -> anyhow::Error;
+}
+
+impl Failure for sqlx::Error {
+    fn is_connectivity(&self) -> bool {
+        matches!(
+            self,
+            sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+        )
+    }
+
+    fn into_anyhow(self) -> anyhow::Error {
+        self.into()
+    }
+}
+
+/// A batched call's failure, shared by every lookup of the batch.
+impl Failure for Arc<anyhow::Error> {
+    fn is_connectivity(&self) -> bool {
+        self.downcast_ref::<sqlx::Error>().is_some_and(Failure::is_connectivity)
+    }
+
+    fn into_anyhow(self) -> anyhow::Error {
+        anyhow::anyhow!("{self:#}")
+    }
+}
+
+/// One `MGET` for a batch of document reads.
+async fn mget(connection: &RedisConnection, keys: Vec<String>) -> BatchResult<Option<Vec<u8>>> {
+    let mut c = connection.get().await.map_err(|e| Arc::new(e.into()))?;
+    let mut command = redis::cmd("MGET");
+    for key in &keys {
+        command.arg(key);
+    }
+    command.query_async(&mut c).await.map_err(|e| Arc::new(e.into()))
+}
+
+/// One query per generation for a batch of document reads, answers in the batch's order.
+async fn documents_by_key(connection: &mut platform::db::Dedicated, keys: Vec<(i64, String)>) -> BatchResult<Stored> {
+    let mut by_generation: HashMap<i64, Vec<&str>> = HashMap::new();
+    for (generation, key) in &keys {
+        by_generation.entry(*generation).or_default().push(key);
+    }
+    let mut found: HashMap<(i64, String), (i64, Bytes)> = HashMap::with_capacity(keys.len());
+    let failed = |e: sqlx::Error| Arc::new(anyhow::Error::from(e));
+    for (generation, wanted) in by_generation {
+        let sql = format!("select key, version, body from {}.documents where key = any($1)", Generation::new(generation).schema);
+        let conn = connection.get().await.map_err(failed)?;
+        let rows: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(&sql).bind(&wanted).fetch_all(conn).await.map_err(failed)?;
+        for (key, version, body) in rows {
+            found.insert((generation, key), (version, Bytes::from(body)));
+        }
+    }
+    Ok(keys.into_iter().map(|k| found.get(&k).cloned()).collect())
 }
 
 #[cfg(test)]

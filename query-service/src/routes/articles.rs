@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{page_body, param, serve, tags, ReadHeaders};
+use super::{no_fresh, page_body, param, serve, tags, ReadHeaders};
 use crate::cache::{Entry, FetchError};
 use crate::consistency;
 use crate::cursor::{Page, PageParams, encode};
@@ -52,7 +52,7 @@ async fn article_stock(
     State(state): State<AppState>,
     Path(article): Path<String>,
     headers: ReadHeaders,
-    Query(params): Query<consistency::Params>,
+    params: consistency::Params,
 ) -> Result<Response, ApiError> {
     let article = param("article", ArticleId::parse(article))?;
     let token = consistency::token(&headers, params)?;
@@ -60,7 +60,9 @@ async fn article_stock(
     let store = &state.store;
     // The tags are made only when a tier below memory is asked.
     let t = || tags(&[article_tag(&article)]);
-    let (fetch, fresh) = (async { store.get(&key, t()).await }, async { store.get_fresh(&key, t()).await });
+    let k = key.as_str();
+    let fetch = move || async move { store.get(k, t()).await };
+    let fresh = move || async move { store.get_fresh(k, t()).await };
     serve(&state, &headers, token, &key, fetch, fresh, || format!("article {article}")).await
 }
 
@@ -115,7 +117,8 @@ async fn catalogue(
     }
     let page = Page::parse(&PageParams { limit: params.limit, cursor: params.cursor }, "catalogue", &state.pages)?;
     let key = format!("list:catalogue:{category:?}:{prefix:?}:{page:?}");
-    let fetch = async {
+    let (state, prefix, category, page) = (&state, &prefix, &category, &page);
+    let fetch = move || async move {
         let pattern = prefix.as_deref().map(|p| format!("{}%", escape_like(p)));
         let category = category.as_ref().map(|c| c.as_str().to_owned());
         let after = page.key_str(0).zip(page.key_str(1));
@@ -150,7 +153,7 @@ async fn catalogue(
         let body = page_body(rows, page.limit, |r| encode("catalogue", vec![json!(r.name_fold), json!(r.article)]));
         Ok(Entry::computed(body, tags(&[platform::tags::CATALOGUE.to_owned()])))
     };
-    serve(&state, &headers, None, &key, fetch, std::future::pending(), || "catalogue".to_owned()).await
+    serve(state, &headers, None, &key, fetch, no_fresh, || "catalogue".to_owned()).await
 }
 
 /// `%`, `_` and `\` match themselves in a LIKE pattern.
@@ -185,7 +188,8 @@ async fn low_stock(
 ) -> Result<Response, ApiError> {
     let page = Page::parse(&params, "low-stock", &state.pages)?;
     let key = format!("list:low-stock:{page:?}");
-    let fetch = async {
+    let (state, page) = (&state, &page);
+    let fetch = move || async move {
         let after = page.key_str(0);
         let limit = i64::from(page.limit) + 1;
         let rows: Vec<LowStockItem> = state
@@ -205,7 +209,7 @@ async fn low_stock(
         let body = page_body(rows, page.limit, |r| encode("low-stock", vec![json!(r.article)]));
         Ok(Entry::computed(body, tags(&[platform::tags::LOW_STOCK.to_owned()])))
     };
-    serve(&state, &headers, None, &key, fetch, std::future::pending(), || "low stock".to_owned()).await
+    serve(state, &headers, None, &key, fetch, no_fresh, || "low stock".to_owned()).await
 }
 
 /// Query parameters of the stock as of a time.
@@ -261,7 +265,9 @@ async fn stock_as_of(
     let at = events::parse_moment(&raw).map_err(|reason| ApiError::bad("at", reason))?;
     let key = format!("list:as-of:{article}:{}", at.timestamp_micros());
     let id = article.to_string();
-    let fetch = async {
+    let (state, article_ref, id) = (&state, &article, &id);
+    let fetch = move || async move {
+        let article = article_ref;
         let query_id = id.clone();
         let rows = state
             .store
@@ -316,5 +322,5 @@ async fn stock_as_of(
         };
         Ok(Entry::computed(serde_json::to_vec(&body).expect("a stock serialises"), tags(&[article_tag(&article)])))
     };
-    serve(&state, &headers, None, &key, fetch, std::future::pending(), || format!("article {article}")).await
+    serve(state, &headers, None, &key, fetch, no_fresh, || format!("article {article}")).await
 }

@@ -11,7 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::charges::{CHARGE_COLUMNS, ChargeItem};
-use super::{page_body, param, serve, tags, ReadHeaders};
+use super::{no_fresh, page_body, param, serve, tags, ReadHeaders};
 use crate::cache::{Entry, FetchError};
 use crate::cursor::{Page, PageParams, encode};
 use crate::error::ApiError;
@@ -48,8 +48,9 @@ async fn category_summary(
     let category = param("category", Category::parse(category))?;
     let key = format!("category:{category}");
     let store = &state.store;
-    let fetch = async { store.get(&key, tags(&[platform::tags::category(category.as_str())])).await };
-    serve(&state, &headers, None, &key, fetch, std::future::pending(), || format!("category {category}")).await
+    let (k, c) = (key.as_str(), &category);
+    let fetch = move || async move { store.get(k, tags(&[platform::tags::category(c.as_str())])).await };
+    serve(&state, &headers, None, &key, fetch, no_fresh, || format!("category {category}")).await
 }
 
 /// The charges of a category, newest production date first; keyset-paginated.
@@ -76,7 +77,9 @@ async fn category_charges(
     };
     let key = format!("list:category-charges:{category}:{page:?}");
     let name = category.to_string();
-    let fetch = async {
+    let (state, page, category_ref) = (&state, &page, &category);
+    let fetch = move || async move {
+        let category = category_ref;
         let limit = i64::from(page.limit) + 1;
         let rows: Vec<ChargeItem> = state
             .store
@@ -112,5 +115,5 @@ async fn category_charges(
         });
         Ok(Entry::computed(body, tags(&[platform::tags::category(category.as_str())])))
     };
-    serve(&state, &headers, None, &key, fetch, std::future::pending(), || format!("category {category}")).await
+    serve(state, &headers, None, &key, fetch, no_fresh, || format!("category {category}")).await
 }

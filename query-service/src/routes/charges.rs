@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::articles::article_tag;
-use super::{page_body, param, serve, tags, ReadHeaders};
+use super::{no_fresh, page_body, param, serve, tags, ReadHeaders};
 use crate::cache::{Entry, FetchError};
 use crate::consistency;
 use crate::cursor::{Page, PageParams, encode};
@@ -76,7 +76,9 @@ async fn article_charges(
         _ => None,
     };
     let id = article.to_string();
-    let fetch = async {
+    let (state, page, article_ref, id) = (&state, &page, &article, &id);
+    let fetch = move || async move {
+        let article = article_ref;
         let limit = i64::from(page.limit) + 1;
         let rows: Vec<ChargeItem> = state
             .store
@@ -98,7 +100,7 @@ async fn article_charges(
         let body = page_body(rows, page.limit, |r| encode("article-charges", vec![json!(r.production_date), json!(r.charge)]));
         Ok(Entry::computed(body, tags(&[article_tag(&article)])))
     };
-    serve(&state, &headers, None, &key, fetch, std::future::pending(), || format!("article {article}")).await
+    serve(state, &headers, None, &key, fetch, no_fresh, || format!("article {article}")).await
 }
 
 #[derive(Debug, Serialize)]
@@ -206,13 +208,14 @@ async fn charge_detail(
     State(state): State<AppState>,
     Path((article, charge)): Path<(String, String)>,
     headers: ReadHeaders,
-    Query(params): Query<consistency::Params>,
+    params: consistency::Params,
 ) -> Result<Response, ApiError> {
     let article = param("article", ArticleId::parse(article))?;
     let charge = param("charge", ChargeNo::parse(charge))?;
     let token = consistency::token(&headers, params)?;
     let key = format!("charge:{article}/{charge}");
-    let (fetch, fresh) = (load_detail(&state, &article, &charge), load_detail(&state, &article, &charge));
+    let (st, a, c) = (&state, &article, &charge);
+    let (fetch, fresh) = (move || load_detail(st, a, c), move || load_detail(st, a, c));
     serve(&state, &headers, token, &key, fetch, fresh, || format!("charge {charge} of article {article}")).await
 }
 
@@ -272,7 +275,9 @@ async fn movements(
     };
     let key = format!("list:movements:{article}/{charge}:{warehouse:?}:{page:?}");
     let (a, c) = (article.to_string(), charge.to_string());
-    let fetch = async {
+    let (state, page, article_ref, a, c, warehouse) = (&state, &page, &article, &a, &c, &warehouse);
+    let fetch = move || async move {
+        let article = article_ref;
         let limit = i64::from(page.limit) + 1;
         let rows: Vec<MovementItem> = state
             .store
@@ -315,5 +320,5 @@ async fn movements(
         });
         Ok(Entry::computed(body, tags(&[article_tag(&article)])))
     };
-    serve(&state, &headers, None, &key, fetch, std::future::pending(), || format!("charge {charge} of article {article}")).await
+    serve(state, &headers, None, &key, fetch, no_fresh, || format!("charge {charge} of article {article}")).await
 }

@@ -14,7 +14,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::cache::{Entry, FetchError};
+use crate::cache::{Entry, Fetch, FetchError};
 use crate::consistency::{self, Token};
 use crate::error::ApiError;
 use crate::startup::AppState;
@@ -63,19 +63,20 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ReadHeaders {
 /// Answers with an entry's bytes as they are, its ETag and Cache-Control;
 /// `304 Not Modified` without a body when `If-None-Match` names the ETag.
 pub fn respond(entry: Entry, request: &ReadHeaders, stale: bool) -> Response {
+    let etag = entry.etag();
     let unchanged = request.if_none_match.as_ref().is_some_and(|v| {
-        v.as_bytes() == entry.etag.as_bytes()
-            || v.to_str().is_ok_and(|v| v.split(',').any(|tag| tag.trim() == entry.etag || tag.trim() == "*"))
+        v.as_bytes() == etag.as_bytes()
+            || v.to_str().is_ok_and(|v| v.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*"))
     });
     let mut response = if unchanged {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let mut response = entry.body.into_response();
+        let mut response = entry.body().clone().into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, JSON);
         response
     };
     let headers = response.headers_mut();
-    headers.insert(header::ETAG, entry.etag);
+    headers.insert(header::ETAG, etag.clone());
     headers.insert(header::CACHE_CONTROL, CACHE_CONTROL);
     if stale {
         headers.insert(POSSIBLY_STALE, HeaderValue::from_static("true"));
@@ -86,8 +87,12 @@ pub fn respond(entry: Entry, request: &ReadHeaders, stale: bool) -> Response {
 /// An answer from the tiers: memory, then `fetch` (Redis and/or PostgreSQL).
 /// With a consistency token: waits for the projection, then `fresh` (PostgreSQL
 /// only, never cached). `what` names the thing for a 404.
-pub async fn serve<F, G>(
-    state: &AppState,
+///
+/// `fetch` and `fresh` make their futures only when called, and those are
+/// boxed: an answer from memory never builds them, and the future of every
+/// request stays small (it is moved into boxes on its way through the layers).
+pub async fn serve<'a, F, Fut, G, GFut>(
+    state: &'a AppState,
     request: &ReadHeaders,
     token: Option<Token>,
     key: &str,
@@ -96,15 +101,18 @@ pub async fn serve<F, G>(
     what: impl FnOnce() -> String,
 ) -> Result<Response, ApiError>
 where
-    F: Future<Output = Result<Entry, FetchError>>,
-    G: Future<Output = Result<Entry, FetchError>>,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Entry, FetchError>> + Send + 'a,
+    G: FnOnce() -> GFut,
+    GFut: Future<Output = Result<Entry, FetchError>> + Send + 'a,
 {
     let answer = match token {
         Some(token) => {
-            consistency::wait(state, &token).await?;
+            Box::pin(consistency::wait(state, &token)).await?;
+            let fresh: Fetch<'a> = Box::pin(fresh());
             fresh.await.map_err(Arc::new)
         }
-        None => state.cache.get(key, fetch).await,
+        None => state.cache.get(key, || -> Fetch<'a> { Box::pin(fetch()) }).await,
     };
     match answer {
         Ok(entry) => Ok(respond(entry, request, !state.store.postgres_up())),
@@ -113,6 +121,11 @@ where
             FetchError::Failed(cause) => ApiError::Unavailable(anyhow::anyhow!("{cause:#}")),
         }),
     }
+}
+
+/// For lists, which are never read fresh (they take no consistency token).
+pub fn no_fresh() -> std::future::Pending<Result<Entry, FetchError>> {
+    std::future::pending()
 }
 
 /// Parses a path or query parameter with the domain's own validation, naming it on error.
