@@ -10,6 +10,19 @@
 //! flush) then serves the whole batch. While a transaction runs, the next
 //! batch gathers, so batches grow with the load.
 //!
+//! Batches whose streams are all in the lane's cache and that carry no
+//! idempotency key take the fast path: decided from the cache and appended in
+//! one autocommit statement that checks the versions they were decided on (a
+//! lost race sends them down the locking path). Each lane has a connection of
+//! its own (no pool hand-over, no pings) and wakes the relay after a commit
+//! ([`crate::relay::Wake`]).
+//!
+//! Measured on two cores (`scripts/bench.sh commands`), one lane with one
+//! append at a time is fastest: the cost of a batch in PostgreSQL (the call,
+//! its statements, the commit) is paid per batch, so fewer, larger batches
+//! win; two lanes, or pipelining a second append on another connection,
+//! made batches smaller and throughput lower.
+//!
 //! A command that breaks a rule is answered with its error and leaves no
 //! trace; the others in its batch are unaffected. If another instance wins a
 //! race on a new stream, the batch is decided again (at most
@@ -19,13 +32,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+
 use events::{ArticleState, Command, CommandMeta, Context, DomainError, Envelope, Policy, StreamId, decide, evolve};
+use platform::db::Dedicated;
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgPool};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::idempotency::{IdempotencyKey, StoredResponse};
+use crate::relay::Wake;
 use crate::store::{self, AppendError, StateCache};
 
 /// How often a batch is decided again after losing a race against another instance.
@@ -79,7 +96,7 @@ pub enum ExecuteError {
 /// How commands are grouped.
 #[derive(Debug, Clone, Copy)]
 pub struct GroupCommit {
-    /// Committer lanes, i.e. transactions in flight at once.
+    /// Committer lanes; the commands of one article always go to the same one.
     pub lanes: usize,
     /// Most commands in one transaction.
     pub max_batch: usize,
@@ -100,14 +117,31 @@ pub struct Executor {
     pool: PgPool,
 }
 
+/// What a lane works with.
+struct Lane {
+    connection: Dedicated,
+    pool: PgPool,
+    policy: Arc<Policy>,
+    wake: Arc<Wake>,
+    cache: StateCache,
+}
+
 impl Executor {
-    /// Starts the committer lanes on the current runtime.
-    pub fn new(pool: PgPool, policy: Policy, group: GroupCommit) -> Self {
+    /// Starts the committer lanes on the current runtime; each connects
+    /// with `connect` on first use. `pool` serves replays of idempotency keys.
+    pub fn new(pool: PgPool, connect: PgConnectOptions, policy: Policy, group: GroupCommit, wake: Arc<Wake>) -> Self {
         let policy = Arc::new(policy);
         let lanes = (0..group.lanes.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(group.max_batch * 4);
-                tokio::spawn(run_lane(rx, pool.clone(), policy.clone(), group.max_batch));
+                let lane = Lane {
+                    connection: Dedicated::new(connect.clone()),
+                    pool: pool.clone(),
+                    policy: policy.clone(),
+                    wake: wake.clone(),
+                    cache: StateCache::default(),
+                };
+                tokio::spawn(run_lane(rx, lane, group.max_batch));
                 tx
             })
             .collect();
@@ -137,8 +171,7 @@ impl Executor {
     }
 }
 
-async fn run_lane(mut rx: mpsc::Receiver<Job>, pool: PgPool, policy: Arc<Policy>, max_batch: usize) {
-    let mut cache = StateCache::default();
+async fn run_lane(mut rx: mpsc::Receiver<Job>, mut lane: Lane, max_batch: usize) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < max_batch {
@@ -147,7 +180,10 @@ async fn run_lane(mut rx: mpsc::Receiver<Job>, pool: PgPool, policy: Arc<Policy>
                 Err(_) => break,
             }
         }
-        commit_batch(&pool, &policy, &mut cache, batch).await;
+        tracing::debug!(commands = batch.len(), "committing a batch");
+        if let Err(jobs) = lane.commit_cached(batch).await {
+            commit_locked(&mut lane, jobs).await;
+        }
     }
 }
 
@@ -159,35 +195,67 @@ enum Decided {
     Replay,
 }
 
-async fn commit_batch(pool: &PgPool, policy: &Policy, cache: &mut StateCache, jobs: Vec<Job>) {
-    tracing::debug!(commands = jobs.len(), "committing a batch");
-    let cached = match try_cached(pool, policy, cache, &jobs).await {
-        Some(Ok(outcome)) => Some(Ok(outcome)),
-        Some(Err(AppendError::Conflict)) => {
-            // Another instance wrote one of the streams: the cache is stale.
-            cache.clear();
-            None
+impl Lane {
+    /// The fast path: when every stream of `jobs` is cached and none carries
+    /// an idempotency key, decides them from the cache and appends them, then
+    /// answers them. Gives the jobs back for the locking path otherwise, or
+    /// when another instance wrote one of the streams meanwhile.
+    async fn commit_cached(&mut self, jobs: Vec<Job>) -> Result<(), Vec<Job>> {
+        if jobs.iter().any(|j| j.key.is_some()) {
+            return Err(jobs);
         }
-        Some(Err(e)) => Some(Err(e)),
-        None => None,
-    };
-    let mut attempt = 0;
-    let results = if let Some(cached) = cached {
-        cached.map(|(decided, written)| {
-            for (stream, state, snapshot) in written {
-                cache.put(stream, state, snapshot);
-            }
-            decided
-        })
-    } else { loop {
-        attempt += 1;
-        match try_batch(pool, policy, cache, &jobs).await {
-            Ok((decided, written)) => {
-                for (stream, state, snapshot) in written {
-                    cache.put(stream, state, snapshot);
+        // Taken out, not copied: put back decided. Should the append fail, the cache is forgotten.
+        let Some(loaded) = self.cache.take_all(&streams_of(&jobs)) else { return Err(jobs) };
+        let mut batch = decide_all(&self.policy, &jobs, loaded, |_, _| false);
+        let (records, streams) = batch.writes();
+        let decided = batch.into_outcome(&mut self.cache);
+        let notify = self.wake.through_database();
+        let result = match self.connection.get().await {
+            Ok(conn) => store::append(conn, &records, &streams, notify).await,
+            Err(e) => Err(e.into()),
+        };
+        match result {
+            Ok(()) => {
+                self.wake.committed();
+                for (job, decided) in jobs.into_iter().zip(decided) {
+                    let outcome = match decided {
+                        Decided::Accepted { answer } => Ok(Outcome::Accepted(answer)),
+                        Decided::Refused(rule) => Err(ExecuteError::Rule(rule)),
+                        Decided::Replay => unreachable!("the fast path takes no idempotency keys"),
+                    };
+                    let _ = job.reply.send(outcome);
                 }
-                break Ok(decided);
+                Ok(())
             }
+            Err(AppendError::Conflict) => {
+                // Another instance wrote one of the streams: the cache is stale.
+                self.cache.clear();
+                Err(jobs)
+            }
+            Err(e) => {
+                self.cache.clear();
+                // The connection may be broken: the next batch connects anew.
+                self.connection.discard();
+                let shared = ExecuteErrorKind::from(e);
+                for job in jobs {
+                    let _ = job.reply.send(Err(shared.to_error()));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The locking path, for batches the cache cannot decide (or with keys):
+/// one transaction that claims keys, locks and loads the streams, decides and
+/// appends; decided again after a lost race (at most [`MAX_ATTEMPTS`] times).
+async fn commit_locked(lane: &mut Lane, jobs: Vec<Job>) {
+    tracing::debug!(commands = jobs.len(), "committing a batch under locks");
+    let mut attempt = 0;
+    let results = loop {
+        attempt += 1;
+        match try_batch(lane, &jobs).await {
+            Ok(decided) => break Ok(decided),
             Err(AppendError::Conflict) if attempt < MAX_ATTEMPTS => {
                 tracing::debug!(attempt, "a stream changed concurrently; deciding the batch again");
                 let jitter_us = Uuid::new_v4().as_u128() % (250 << attempt.min(6));
@@ -195,24 +263,25 @@ async fn commit_batch(pool: &PgPool, policy: &Policy, cache: &mut StateCache, jo
             }
             Err(e) => break Err(e),
         }
-    }};
+    };
     match results {
         Ok(decided) => {
+            lane.wake.committed();
             for (job, decided) in jobs.into_iter().zip(decided) {
                 let outcome = match decided {
                     Decided::Accepted { answer } => Ok(Outcome::Accepted(answer)),
                     Decided::Refused(rule) => Err(ExecuteError::Rule(rule)),
-                    Decided::Replay => replay(pool, job.key.as_ref().expect("replays have keys")).await,
+                    Decided::Replay => replay(&lane.pool, job.key.as_ref().expect("replays have keys")).await,
                 };
                 let _ = job.reply.send(outcome);
             }
         }
         Err(e) => {
-            let shared = match e {
-                AppendError::Conflict => ExecuteErrorKind::Contention,
-                AppendError::Database(e) => ExecuteErrorKind::Database(Arc::new(e)),
-                AppendError::Corrupt(e) => ExecuteErrorKind::Corrupt(e.to_string()),
-            };
+            if matches!(e, AppendError::Database(_)) {
+                // The connection may be broken: the next batch connects anew.
+                lane.connection.discard();
+            }
+            let shared = ExecuteErrorKind::from(e);
             for job in jobs {
                 let _ = job.reply.send(Err(shared.to_error()));
             }
@@ -224,6 +293,16 @@ enum ExecuteErrorKind {
     Contention,
     Database(Arc<sqlx::Error>),
     Corrupt(String),
+}
+
+impl From<AppendError> for ExecuteErrorKind {
+    fn from(e: AppendError) -> Self {
+        match e {
+            AppendError::Conflict => ExecuteErrorKind::Contention,
+            AppendError::Database(e) => ExecuteErrorKind::Database(Arc::new(e)),
+            AppendError::Corrupt(e) => ExecuteErrorKind::Corrupt(e.to_string()),
+        }
+    }
 }
 
 impl ExecuteErrorKind {
@@ -246,15 +325,12 @@ async fn replay(pool: &PgPool, key: &IdempotencyKey) -> Result<Outcome, ExecuteE
     }
 }
 
-/// Decides and writes a batch in one transaction.
-/// Returns each job's outcome and the new states of the streams written.
-async fn try_batch(
-    pool: &PgPool,
-    policy: &Policy,
-    cache: &mut StateCache,
-    jobs: &[Job],
-) -> Result<(Vec<Decided>, Vec<Written>), AppendError> {
-    let mut tx = pool.begin().await?;
+/// Decides and writes a batch in one transaction; keeps the new states of
+/// the streams written in the lane's cache. Returns each job's outcome.
+async fn try_batch(lane: &mut Lane, jobs: &[Job]) -> Result<Vec<Decided>, AppendError> {
+    let notify = lane.wake.through_database();
+    let conn = lane.connection.get().await?;
+    let mut tx = conn.begin().await?;
 
     // Keys first: a key held by an earlier request, or by an earlier job of
     // this batch, makes its job a replay.
@@ -269,11 +345,12 @@ async fn try_batch(
     let claimed = store::claim_keys(&mut tx, &unique_keys).await?;
 
     let streams = streams_of(jobs);
-    let loaded = store::lock_states(&mut tx, &streams, cache).await?;
-    let batch = decide_all(policy, jobs, loaded, |i, job| {
+    let loaded = store::lock_states(&mut tx, &streams, &mut lane.cache).await?;
+    let mut batch = decide_all(&lane.policy, jobs, loaded, |i, job| {
         job.key.as_ref().is_some_and(|k| first_with_key[k.key.as_str()] != i || !claimed.contains(&k.key))
     });
-    store::append(&mut *tx, &batch.records, &batch.snapshots()).await?;
+    let (records, streams) = batch.writes();
+    store::append(&mut *tx, &records, &streams, notify).await?;
     let decided = &batch.decided;
     let mut accepted_keys = Vec::new();
     let mut refused_keys = Vec::new();
@@ -291,27 +368,7 @@ async fn try_batch(
     }
     store::finish_keys(&mut tx, &accepted_keys, &refused_keys).await?;
     tx.commit().await?;
-    Ok(batch.into_outcome())
-}
-
-/// The fast path: every stream's state is in the lane's cache and no command
-/// has an idempotency key. Decides from the cache and writes in one
-/// autocommit statement; a conflict (another instance wrote one of the
-/// streams) leaves nothing and sends the batch down the locking path.
-async fn try_cached(
-    pool: &PgPool,
-    policy: &Policy,
-    cache: &mut StateCache,
-    jobs: &[Job],
-) -> Option<Result<(Vec<Decided>, Vec<Written>), AppendError>> {
-    if jobs.iter().any(|j| j.key.is_some()) {
-        return None;
-    }
-    // Taken out, not copied: should the append fail, the states are read again.
-    let loaded = cache.take_all(&streams_of(jobs))?;
-    let batch = decide_all(policy, jobs, loaded, |_, _| false);
-    let appended = store::append(pool, &batch.records, &batch.snapshots()).await;
-    Some(appended.map(|()| batch.into_outcome()))
+    Ok(batch.into_outcome(&mut lane.cache))
 }
 
 fn streams_of(jobs: &[Job]) -> Vec<&StreamId> {
@@ -320,9 +377,6 @@ fn streams_of(jobs: &[Job]) -> Vec<&StreamId> {
     streams.dedup();
     streams
 }
-
-/// A stream a batch wrote: its new state and the version of its latest stored snapshot.
-type Written = (StreamId, ArticleState, u64);
 
 /// A batch decided in memory, not yet written.
 struct DecidedBatch {
@@ -336,26 +390,35 @@ struct DecidedBatch {
 }
 
 impl DecidedBatch {
-    /// What to write per stream; a snapshot is due every [`store::SNAPSHOT_EVERY`] events.
-    fn snapshots(&self) -> Vec<store::Snapshot<'_>> {
-        self.touched
+    /// What to write: the events, and per stream written its versions and,
+    /// every [`store::SNAPSHOT_EVERY`] events, its state as a snapshot.
+    fn writes(&mut self) -> (Vec<events::RecordedEvent>, Vec<store::StreamWrite>) {
+        let streams = self
+            .touched
             .iter()
             .map(|(s, expected)| {
                 let state = &self.states[s];
                 let due = state.version >= self.snapshots[s] + store::SNAPSHOT_EVERY;
-                store::Snapshot { stream: s, expected: *expected, state, due }
+                store::StreamWrite {
+                    stream: s.clone(),
+                    expected: *expected,
+                    version: state.version,
+                    snapshot: due.then(|| serde_json::to_value(state).expect("a state serialises")),
+                }
             })
-            .collect()
+            .collect();
+        (std::mem::take(&mut self.records), streams)
     }
 
-    fn into_outcome(mut self) -> (Vec<Decided>, Vec<Written>) {
-        let written = self.touched.into_iter().map(|(s, _)| {
+    /// Each job's outcome; the new states of the streams written go into `cache`.
+    fn into_outcome(mut self, cache: &mut StateCache) -> Vec<Decided> {
+        for (s, _) in self.touched {
             let state = self.states.remove(&s).expect("touched streams were loaded");
             let previous = self.snapshots[&s];
             let snapshot = if state.version >= previous + store::SNAPSHOT_EVERY { state.version } else { previous };
-            (s, state, snapshot)
-        });
-        (self.decided, written.collect())
+            cache.put(s, state, snapshot);
+        }
+        self.decided
     }
 }
 

@@ -12,9 +12,14 @@
 //! row can later appear below what was read. Rows are then marked relayed, so a
 //! restart resends at most the rows whose delivery was not confirmed.
 //!
-//! **Prompt.** Each append notifies [`OUTBOX_CHANNEL`] on commit; the relay
-//! wakes on it and polls only as a safety net.
+//! **Prompt.** A commit wakes the relay at once: in process ([`Wake`]) when
+//! this instance's relay leads; otherwise its append notifies
+//! [`OUTBOX_CHANNEL`], which the leading instance listens on. The relay polls
+//! only as a safety net. (A notify on every commit would serialise the
+//! commits of all writers on PostgreSQL's notification lock.)
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use platform::kafka::KafkaSettings;
@@ -41,6 +46,29 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 /// Pause after an error before the next attempt.
 const BACKOFF: Duration = Duration::from_secs(1);
 
+/// How commits of this process wake the relay.
+#[derive(Debug, Default)]
+pub struct Wake {
+    /// Set while this process's relay holds the leader lock.
+    leading: AtomicBool,
+    committed: tokio::sync::Notify,
+}
+
+impl Wake {
+    /// Whether an append must notify through PostgreSQL: when this process's
+    /// relay does not lead, another instance's must hear of the commit.
+    pub fn through_database(&self) -> bool {
+        !self.leading.load(Ordering::Acquire)
+    }
+
+    /// Called after a commit: wakes this process's relay if it leads.
+    pub fn committed(&self) {
+        if self.leading.load(Ordering::Acquire) {
+            self.committed.notify_one();
+        }
+    }
+}
+
 /// Publishes the outbox to Kafka until shut down.
 #[derive(Debug)]
 pub struct Relay {
@@ -48,24 +76,38 @@ pub struct Relay {
     connect: PgConnectOptions,
     kafka: KafkaSettings,
     settings: RelaySettings,
+    wake: Arc<Wake>,
 }
 
 #[derive(sqlx::FromRow)]
 struct PendingRow {
     position: i64,
+    txid: i64,
     #[sqlx(flatten)]
     event: StoredEventRow,
 }
 
+/// The last row relayed in this leadership, by (transaction id, position):
+/// every pending row comes after it. A round starts its index scan there
+/// instead of at the start of the pending index, which still lists rows
+/// relayed since the last vacuum.
+#[derive(Debug, Clone, Copy, Default)]
+struct Relayed {
+    txid: i64,
+    position: i64,
+}
+
 impl Relay {
-    pub fn new(pool: PgPool, connect: PgConnectOptions, kafka: KafkaSettings, settings: RelaySettings) -> Self {
-        Self { pool, connect, kafka, settings }
+    pub fn new(pool: PgPool, connect: PgConnectOptions, kafka: KafkaSettings, settings: RelaySettings, wake: Arc<Wake>) -> Self {
+        Self { pool, connect, kafka, settings, wake }
     }
 
     /// Runs until `shutdown` is cancelled; errors are logged and retried.
     pub async fn run(self, shutdown: CancellationToken) {
         while !shutdown.is_cancelled() {
-            if let Err(e) = self.lead(&shutdown).await {
+            let led = self.lead(&shutdown).await;
+            self.wake.leading.store(false, Ordering::Release);
+            if let Err(e) = led {
                 tracing::warn!(error = %e, "outbox relay interrupted; retrying");
                 tokio::select! {
                     () = shutdown.cancelled() => {}
@@ -96,10 +138,14 @@ impl Relay {
         let producer = self.producer()?;
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(OUTBOX_CHANNEL).await?;
+        // From here this process's commits wake the relay in process; rows
+        // committed before are found by the first round.
+        self.wake.leading.store(true, Ordering::Release);
         let mut last_prune = tokio::time::Instant::now() - PRUNE_EVERY;
         let mut last_sample = tokio::time::Instant::now() - SAMPLE_EVERY;
+        let mut relayed = Relayed::default();
         loop {
-            while self.relay_batch(&mut leader, &producer).await? == self.settings.batch_size as usize {}
+            while self.relay_batch(&mut leader, &producer, &mut relayed).await? == self.settings.batch_size as usize {}
             if last_sample.elapsed() >= SAMPLE_EVERY {
                 self.sample_backlog(&mut leader).await?;
                 last_sample = tokio::time::Instant::now();
@@ -112,6 +158,9 @@ impl Relay {
                 () = shutdown.cancelled() => return Ok(()),
                 notification = listener.recv() => {
                     notification?;
+                    tokio::time::sleep(Duration::from_millis(self.settings.linger_ms)).await;
+                }
+                () = self.wake.committed.notified() => {
                     tokio::time::sleep(Duration::from_millis(self.settings.linger_ms)).await;
                 }
                 () = tokio::time::sleep(Duration::from_millis(self.settings.idle_poll_ms)) => {}
@@ -130,20 +179,32 @@ impl Relay {
             .create()?)
     }
 
-    /// Relays one batch; returns how many rows it read. Only the prefix of rows
-    /// up to the first failed delivery is marked, so order is kept on retry.
+    /// Relays one batch after `relayed`; returns how many rows it read. Only
+    /// the prefix of rows up to the first failed delivery is marked, so order
+    /// is kept on retry (which starts a new leadership, from the start).
+    ///
+    /// Rows below the horizon are final: a transaction with a smaller id has
+    /// ended, so no row can later appear before `relayed`.
     #[tracing::instrument(skip_all, fields(rows), err)]
-    async fn relay_batch(&self, leader: &mut PgConnection, producer: &FutureProducer) -> anyhow::Result<usize> {
+    async fn relay_batch(&self, leader: &mut PgConnection, producer: &FutureProducer, relayed: &mut Relayed) -> anyhow::Result<usize> {
         let rows: Vec<PendingRow> = timed("outbox_fetch", sqlx::query_as(
-            "select o.position, e.stream_id, e.sequence, e.event_id, e.event_type, e.schema_version,
-                    e.posted_at, e.recorded_at, e.correlation_id, e.causation_id, e.actor, e.data
-             from outbox o
-             join events e on e.stream_id = o.stream_id and e.sequence = o.sequence
-             where o.relayed_at is null and o.txid < pg_snapshot_xmin(pg_current_snapshot())
-             order by o.txid, o.position
-             limit $1",
+            "select o.position, o.txid::text::int8 as txid, e.stream_id, e.sequence, e.event_id, e.event_type,
+                    e.schema_version, e.posted_at, e.recorded_at, e.correlation_id, e.causation_id, e.actor, e.data
+             from (
+                 select position, txid, stream_id, sequence from outbox
+                 where relayed_at is null and txid < pg_snapshot_xmin(pg_current_snapshot())
+                   and (txid, position) > ($2::text::xid8, $3)
+                 order by txid, position
+                 limit $1
+             ) o
+             join lateral (
+                 select * from events e where e.stream_id = o.stream_id and e.sequence = o.sequence
+             ) e on true
+             order by o.txid, o.position",
         )
         .bind(self.settings.batch_size)
+        .bind(relayed.txid.to_string())
+        .bind(relayed.position)
         .fetch_all(&mut *leader))
         .await?;
         let read = rows.len();
@@ -151,6 +212,7 @@ impl Relay {
         if read == 0 {
             return Ok(0);
         }
+        let last = rows.last().map(|r| Relayed { txid: r.txid, position: r.position });
         let records: Vec<_> = rows.into_iter().map(|r| (r.position, r.event.into_record())).collect();
         let mut deliveries = Vec::with_capacity(read);
         for (position, record) in &records {
@@ -191,6 +253,7 @@ impl Relay {
         if confirmed.len() < read {
             anyhow::bail!("relayed {} of {read} rows", confirmed.len());
         }
+        *relayed = last.expect("a batch that read rows has a last one");
         Ok(read)
     }
 

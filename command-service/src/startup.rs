@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 
 use crate::execute::{Executor, GroupCommit};
 use crate::idempotency::Idempotency;
-use crate::relay::Relay;
+use crate::relay::{Relay, Wake};
 use crate::routes;
 use crate::settings::Settings;
 
@@ -85,8 +85,13 @@ impl Application {
     pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let pool = platform::db::pool(&settings.database)?;
         platform::db::migrate(&pool, &settings.database).await?;
-        let group = GroupCommit { lanes: settings.group_commit.lanes, max_batch: settings.group_commit.max_batch };
-        let executor = Executor::new(pool.clone(), settings.domain.policy()?, group);
+        let group = GroupCommit {
+            lanes: settings.group_commit.lanes,
+            max_batch: settings.group_commit.max_batch,
+        };
+        let connect = settings.database.connect_options()?;
+        let wake = Arc::new(Wake::default());
+        let executor = Executor::new(pool.clone(), connect.clone(), settings.domain.policy()?, group, wake.clone());
         let state = AppState { executor: Arc::new(executor), pool: pool.clone() };
         let idempotency = Idempotency {
             pool: pool.clone(),
@@ -96,7 +101,7 @@ impl Application {
         let router = platform::http::with_common_layers(router(state, idempotency), &settings.http);
         let (listener, addr) = settings.http.bind().await?;
         let relay = settings.relay.enabled.then(|| {
-            Relay::new(pool, settings.database.connect_options().expect("checked by pool()"), settings.kafka, settings.relay)
+            Relay::new(pool, connect, settings.kafka, settings.relay, wake)
         });
         tracing::info!(%addr, "command-service listening");
         Ok(Self { listener, addr, router, relay, shutdown })

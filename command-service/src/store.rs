@@ -11,7 +11,7 @@ use platform::metrics::timed;
 
 use crate::idempotency::IdempotencyKey;
 
-/// The channel the relay listens on; `append_batch` notifies it on every commit.
+/// The channel the relay listens on; `append_batch` notifies it when asked to.
 pub const OUTBOX_CHANNEL: &str = "erp_outbox";
 
 /// Why a batch could not be written.
@@ -163,18 +163,19 @@ pub async fn lock_states(tx: &mut PgConnection, streams: &[&StreamId], cache: &m
 }
 
 /// A stream written by a batch: the version it was decided on, its new
-/// state, and whether that state is to be stored as its snapshot.
+/// version, and its new state when that is due to be stored as its snapshot.
 #[derive(Debug)]
-pub struct Snapshot<'a> {
-    pub stream: &'a StreamId,
+pub struct StreamWrite {
+    pub stream: StreamId,
     pub expected: u64,
-    pub state: &'a ArticleState,
-    pub due: bool,
+    pub version: u64,
+    pub snapshot: Option<serde_json::Value>,
 }
 
 /// Appends `records` with their outbox rows, moves the versions of the
-/// streams they belong to (and stores the snapshots that are due) and
-/// notifies the relay, in one round trip (the `append_batch` function). It
+/// streams they belong to (and stores the snapshots that are due) and, with
+/// `notify`, notifies [`OUTBOX_CHANNEL`] on commit, in one round trip (the
+/// `append_batch` function). It
 /// writes only if every stream is still at the `expected` version the batch
 /// was decided on; otherwise, or when
 /// another writer took one of the sequences, it fails with
@@ -184,18 +185,20 @@ pub struct Snapshot<'a> {
 pub async fn append<'c>(
     conn: impl sqlx::PgExecutor<'c>,
     records: &[RecordedEvent],
-    snapshots: &[Snapshot<'_>],
+    streams: &[StreamWrite],
+    notify: bool,
 ) -> Result<(), AppendError> {
     if records.is_empty() {
         return Ok(());
     }
     let statement = sqlx::query(
-        "select append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        "select append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
     )
-    .bind(snapshots.iter().map(|s| s.stream.as_str()).collect::<Vec<_>>())
-    .bind(snapshots.iter().map(|s| s.expected as i64).collect::<Vec<_>>())
-    .bind(snapshots.iter().map(|s| s.state.version as i64).collect::<Vec<_>>())
-    .bind(snapshots.iter().map(|s| s.due.then(|| sqlx::types::Json(s.state))).collect::<Vec<_>>())
+    .bind(notify)
+    .bind(streams.iter().map(|s| s.stream.as_str()).collect::<Vec<_>>())
+    .bind(streams.iter().map(|s| s.expected as i64).collect::<Vec<_>>())
+    .bind(streams.iter().map(|s| s.version as i64).collect::<Vec<_>>())
+    .bind(streams.iter().map(|s| s.snapshot.as_ref()).collect::<Vec<_>>())
     .bind(records.iter().map(|r| r.stream_id.as_str()).collect::<Vec<_>>())
     .bind(records.iter().map(|r| r.sequence as i64).collect::<Vec<_>>())
     .bind(records.iter().map(|r| r.event_id).collect::<Vec<_>>())
@@ -215,10 +218,12 @@ pub async fn append<'c>(
     }
 }
 
-/// A lost race: a taken (stream, sequence), or a stream that moved on.
+/// A lost race: a taken (stream, sequence), a stream that moved on, or a
+/// deadlock with another instance's writers (PostgreSQL ends one of them).
 fn is_conflict(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .is_some_and(|d| d.is_unique_violation() || d.code().as_deref() == Some("40001"))
+    e.as_database_error().is_some_and(|d| {
+        d.is_unique_violation() || matches!(d.code().as_deref(), Some("40001") | Some("40P01"))
+    })
 }
 
 /// Claims `keys` for this transaction: returns those recorded now (new, or

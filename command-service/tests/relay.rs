@@ -116,3 +116,39 @@ async fn the_correlation_id_of_a_request_travels_into_the_kafka_headers() -> any
     assert_eq!(records[0].header("ce_actor"), Some("erp-frontend"));
     app.shutdown().await
 }
+
+/// Waits until `n` rows of the outbox are relayed.
+async fn relayed(pool: &sqlx::PgPool, n: i64, within: Duration) -> anyhow::Result<()> {
+    eventually(within, "the rows to be relayed", || async {
+        let (done,): (i64,) =
+            sqlx::query_as("select count(*) from outbox where relayed_at is not null").fetch_one(pool).await.ok()?;
+        (done >= n).then_some(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_commit_wakes_the_relay_of_its_own_instance_and_of_another_one() -> anyhow::Result<()> {
+    let env = TestEnv::new(1).await?;
+    // The safety-net poll is an hour: only the wake-ups can make rows move.
+    let with_poll = |relay: bool| {
+        let mut s = settings(&env, relay);
+        s.relay.idle_poll_ms = 3_600_000;
+        s
+    };
+    let leader = start(with_poll(true)).await?;
+    let pool = env.pool().await?;
+    let http = reqwest::Client::new();
+    // Relayed by the relay's first round once it leads (or by a notification before).
+    seed(&http, &leader.url, "ART-FIRST", 1).await?;
+    relayed(&pool, 3, Duration::from_secs(30)).await?;
+    // Later commits of the leading instance: only the in-process wake-up moves them.
+    seed(&http, &leader.url, "ART-OWN", 1).await?;
+    relayed(&pool, 6, Duration::from_secs(20)).await?;
+    // Another instance without a relay: its commits notify the leader through PostgreSQL.
+    let other = start(with_poll(false)).await?;
+    seed(&http, &other.url, "ART-OTHER", 1).await?;
+    relayed(&pool, 9, Duration::from_secs(20)).await?;
+    other.shutdown().await?;
+    leader.shutdown().await
+}
