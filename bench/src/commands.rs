@@ -1,32 +1,65 @@
 //! Command-service throughput against the raw INSERT commit rate.
 //!
-//! The command-service (release build) runs as its own process with its relay
-//! on, against a fresh database on the same PostgreSQL and the test broker.
-//! Each client posts receipts, spread over `articles` articles, over HTTP
-//! keep-alive. The baseline: the same number of clients each committing
-//! single-row INSERTs (autocommit) into a one-column table of the same
-//! database, through a pool of the same size as the service's.
+//! The command-service (release build) runs as its own process against a
+//! fresh database on the same PostgreSQL and the test broker, once with its
+//! outbox relay off (the write path alone: a command is accepted once its
+//! events and outbox rows are committed) and once with it on (the relay and
+//! the local broker then share the two cores with everything else). Clients
+//! post receipts spread over `articles` articles over HTTP keep-alive; the
+//! load generator is wrk, as for the query benchmark.
+//!
+//! The baseline: the same number of clients each committing single-row
+//! INSERTs (autocommit) into a one-column table of the same database, each on
+//! a connection of its own (as pgbench does: the raw commit rate).
+//!
+//! The machine is shared and noisy, so each line is measured in rounds that
+//! alternate service and baseline; the figures are the medians of the rounds,
+//! and the ratio is the median of the rounds' ratios.
 
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use sqlx::Connection;
 use testkit::TestEnv;
 
-use crate::stats::{Summary, ms, summarize};
 use crate::drive;
+use crate::stats::summarize;
+use crate::wrk::{Load, Placement};
 
-pub(crate) async fn run(duration: Duration, levels: &[usize], articles: usize, relay: bool) -> anyhow::Result<()> {
+/// What one configuration of the service is measured with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Plan {
+    pub(crate) duration: Duration,
+    pub(crate) articles: usize,
+    pub(crate) rounds: usize,
+}
+
+pub(crate) async fn run(plan: Plan, levels: &[usize], relays: &[bool]) -> anyhow::Result<()> {
+    println!(
+        "\ncommand-service: POST /stock/receipts over {} articles (wrk), {} s per measurement, {} rounds alternating with the baseline",
+        plan.articles,
+        plan.duration.as_secs(),
+        plan.rounds
+    );
+    println!("baseline: single-row INSERT ... commit (autocommit) on the same PostgreSQL, same clients, a connection each\n");
+    println!("| relay | clients | commands/s | p50 | p99 | INSERT commits/s | p50 | p99 | ratio (median of rounds) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &relay in relays {
+        one_configuration(plan, levels, relay).await?;
+    }
+    Ok(())
+}
+
+async fn one_configuration(plan: Plan, levels: &[usize], relay: bool) -> anyhow::Result<()> {
     let env = TestEnv::new(4).await?;
     let port = testkit::free_port();
     let exe = std::env::current_exe()?.with_file_name("command-service");
     anyhow::ensure!(exe.exists(), "{} is missing: build with `cargo build --release -p command-service`", exe.display());
-    let max_connections = 32;
     let mut service = tokio::process::Command::new(&exe)
         .env("APP_HTTP__PORT", port.to_string())
         .env("APP_DATABASE__URL", &env.database.url)
-        .env("APP_DATABASE__MAX_CONNECTIONS", max_connections.to_string())
         .env("APP_KAFKA__BROKERS", &env.kafka.brokers)
         .env("APP_KAFKA__EVENTS_TOPIC", &env.kafka.events_topic)
         .env("APP_LOG__FILTER", "warn")
@@ -37,74 +70,118 @@ pub(crate) async fn run(duration: Duration, levels: &[usize], articles: usize, r
     let base = format!("http://127.0.0.1:{port}");
     testkit::wait_ready(&base, Duration::from_secs(30)).await?;
 
-    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
-    eprintln!("setting up {articles} articles ...");
-    for a in 0..articles {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+    eprintln!("relay {}: setting up {} articles ...", on_off(relay), plan.articles);
+    for a in 0..plan.articles {
         let article = format!("B-{a}");
-        let r = http.post(format!("{base}/articles")).json(&json!({
-            "article": article, "name": "bench", "category": "bench", "unit": {"code": "pcs"}
-        })).send().await?;
+        let r = http
+            .post(format!("{base}/articles"))
+            .json(&json!({ "article": article, "name": "bench", "category": "bench", "unit": {"code": "pcs"} }))
+            .send()
+            .await?;
         anyhow::ensure!(r.status() == 201, "register: {}", r.status());
-        let r = http.post(format!("{base}/articles/{article}/charges")).json(&json!({
-            "charge": "L1", "production_date": "2026-11-01"
-        })).send().await?;
+        let r = http
+            .post(format!("{base}/articles/{article}/charges"))
+            .json(&json!({ "charge": "L1", "production_date": "2026-11-01" }))
+            .send()
+            .await?;
         anyhow::ensure!(r.status() == 201, "charge: {}", r.status());
     }
-
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(max_connections).connect(&env.database.url).await?;
+    let pool = env.pool().await?;
     sqlx::query("create table bench_baseline (id bigint generated always as identity primary key, v bigint not null)")
         .execute(&pool)
         .await?;
 
-    let relay_state = if relay { "on" } else { "off" };
-    println!("\ncommand-service: POST /stock/receipts over {articles} articles, {}s per line, relay {relay_state}", duration.as_secs());
-    println!("baseline: single-row INSERT ... commit (autocommit) on the same PostgreSQL, same clients\n");
-    println!("| clients | commands/s | p50 | p99 | INSERT commits/s | p50 | p99 | ratio |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let script = format!(
+        "local i = 0\n\
+         request = function()\n\
+         \x20 i = i + 1\n\
+         \x20 local body = '{{\"article\":\"B-' .. ((i * 7919) % {articles}) .. '\",\"charge\":\"L1\",\"warehouse\":\"WH\",\"quantity\":1}}'\n\
+         \x20 return wrk.format(\"POST\", \"/stock/receipts\", {{[\"content-type\"] = \"application/json\"}}, body)\n\
+         end\n",
+        articles = plan.articles
+    );
     for &clients in levels {
-        let url = Arc::new(format!("{base}/stock/receipts"));
-        let http2 = http.clone();
-        let start = Instant::now();
-        let latencies = drive(clients, duration, move |client, i| {
-            let (http, url) = (http2.clone(), url.clone());
-            async move {
-                let article = format!("B-{}", (client as u64 * 7919 + i * 104_729) % articles as u64);
-                let r = http.post(url.as_str()).json(&json!({
-                    "article": article, "charge": "L1", "warehouse": "WH", "quantity": 1
-                })).send().await?;
-                anyhow::ensure!(r.status() == 201, "receipt: {}", r.status());
-                Ok(())
+        let mut services = Vec::new();
+        let mut baselines = Vec::new();
+        for round in 0..plan.rounds {
+            eprintln!("relay {}, {clients} clients, round {} ...", on_off(relay), round + 1);
+            services.push(crate::wrk::run(&base, &script, plan.duration.as_secs(), clients, Placement::Anywhere).await?);
+            if relay {
+                // The relay's backlog would compete with the baseline: let it drain first.
+                drained(&pool).await?;
             }
-        })
-        .await?;
-        let service_stats = summarize(latencies, start.elapsed());
-
-        let pool2 = pool.clone();
-        let start = Instant::now();
-        let latencies = drive(clients, duration, move |_, i| {
-            let pool = pool2.clone();
-            async move {
-                sqlx::query("insert into bench_baseline (v) values ($1)").bind(i as i64).execute(&pool).await?;
-                Ok(())
-            }
-        })
-        .await?;
-        let baseline = summarize(latencies, start.elapsed());
-        print_line(clients, service_stats, baseline);
+            baselines.push(baseline(&env.database.url, clients, plan.duration).await?);
+        }
+        let ratios: Vec<f64> = services.iter().zip(&baselines).map(|(s, b)| s.per_second / b.per_second).collect();
+        let (s, b) = (median_load(&services), median_load(&baselines));
+        println!(
+            "| {} | {clients} | {:.0} | {:.2} ms | {:.2} ms | {:.0} | {:.2} ms | {:.2} ms | {:.2}x ({}) |",
+            on_off(relay),
+            s.per_second,
+            s.p50,
+            s.p99,
+            b.per_second,
+            b.p50,
+            b.p99,
+            median(ratios.clone()),
+            ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", ")
+        );
     }
     service.kill().await?;
     Ok(())
 }
 
-fn print_line(clients: usize, s: Summary, b: Summary) {
-    println!(
-        "| {clients} | {:.0} | {} | {} | {:.0} | {} | {} | {:.2}x |",
-        s.per_second,
-        ms(s.p50),
-        ms(s.p99),
-        b.per_second,
-        ms(b.p50),
-        ms(b.p99),
-        s.per_second / b.per_second
-    );
+fn on_off(relay: bool) -> &'static str {
+    if relay { "on" } else { "off" }
+}
+
+/// Waits until the outbox has no row left to relay.
+async fn drained(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (pending,): (i64,) = sqlx::query_as("select count(*) from outbox where relayed_at is null").fetch_one(pool).await?;
+        if pending == 0 {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the relay did not drain the outbox ({pending} rows left)");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `clients` tasks, each on its own connection, committing single-row INSERTs.
+async fn baseline(url: &str, clients: usize, duration: Duration) -> anyhow::Result<Load> {
+    let mut connections = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let mut c = sqlx::PgConnection::connect(url).await?;
+        // Prepared once per connection, as the loop below reuses it.
+        sqlx::query("insert into bench_baseline (v) values ($1)").bind(0i64).execute(&mut c).await?;
+        connections.push(tokio::sync::Mutex::new(c));
+    }
+    let connections = Arc::new(connections);
+    let start = Instant::now();
+    let latencies = drive(clients, duration, move |client, i| {
+        let connections = connections.clone();
+        async move {
+            let mut c = connections[client].lock().await;
+            sqlx::query("insert into bench_baseline (v) values ($1)").bind(i as i64).execute(&mut *c).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    let s = summarize(latencies, start.elapsed());
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    Ok(Load { per_second: s.per_second, p50: ms(s.p50), p99: ms(s.p99) })
+}
+
+/// The round with the median throughput.
+fn median_load(loads: &[Load]) -> Load {
+    let mut sorted = loads.to_vec();
+    sorted.sort_by(|a, b| a.per_second.total_cmp(&b.per_second));
+    sorted[sorted.len() / 2]
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }

@@ -22,6 +22,7 @@ mod commands;
 mod projector;
 mod queries;
 mod stats;
+mod wrk;
 
 /// mimalloc: far less time in the allocator than glibc's malloc under this
 /// workload (see the commit that introduced it).
@@ -54,9 +55,14 @@ enum Bench {
         /// Distinct articles the commands are spread over.
         #[arg(long, default_value_t = 1000)]
         articles: usize,
-        /// Run the outbox relay (and so the broker's writes) during the measurement.
-        #[arg(long, default_value = "on")]
-        relay: Toggle,
+        /// Relay settings measured, comma-separated: `off` (the write path
+        /// alone) and `on` (the relay and the local broker on the same cores).
+        #[arg(long, default_value = "off,on", value_delimiter = ',')]
+        relay: Vec<Toggle>,
+        /// Rounds per line, each a service and a baseline measurement; the
+        /// medians are reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// Projector catch-up vs. batch upserts, and steady-state freshness.
     Projector {
@@ -113,8 +119,10 @@ enum Bench {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
-        Bench::Commands { seconds, clients, articles, relay } => {
-            commands::run(Duration::from_secs(seconds), &clients, articles, relay == Toggle::On).await
+        Bench::Commands { seconds, clients, articles, relay, rounds } => {
+            let plan = commands::Plan { duration: Duration::from_secs(seconds), articles, rounds: rounds.max(1) };
+            let relays: Vec<bool> = relay.iter().map(|r| *r == Toggle::On).collect();
+            commands::run(plan, &clients, &relays).await
         }
         Bench::Projector { events, articles, batch_size, skew, rate, seconds, parts } => {
             projector::run(events, articles, batch_size, skew, rate, seconds, &parts).await

@@ -35,14 +35,7 @@ use testkit::TestEnv;
 use testkit::events::cloudevent;
 
 use crate::projector::history;
-
-/// One wrk run: requests per second and latency percentiles in milliseconds.
-#[derive(Debug, Clone, Copy)]
-struct Load {
-    per_second: f64,
-    p50: f64,
-    p99: f64,
-}
+use crate::wrk::{Load, Placement};
 
 /// Serves `GET /articles/{article}/stock` with the same bytes for every article.
 pub(crate) async fn serve_bare(port: u16, body: Vec<u8>) -> anyhow::Result<()> {
@@ -131,46 +124,11 @@ fn spawn_pinned(program: &std::path::Path, args: &[String], env: &[(&str, String
 
 /// Runs wrk pinned to core 1 against `base` for `seconds`, cycling over the articles.
 async fn wrk(base: &str, articles: usize, hot: usize, seconds: u64, connections: usize) -> anyhow::Result<Load> {
-    let script = std::env::temp_dir().join(format!("erp-bench-{}.lua", std::process::id()));
-    std::fs::write(
-        &script,
-        format!(
-            "local i = 0\nrequest = function()\n  i = (i + 1) % {hot}\n  return wrk.format(\"GET\", \"/articles/B-\" .. (i * {stride} % {articles}) .. \"/stock\")\nend\n",
-            stride = 7919,
-        ),
-    )?;
-    let output = tokio::process::Command::new("taskset")
-        .args(["-c", "1", "wrk", "--latency", "-t1"])
-        .arg(format!("-c{connections}"))
-        .arg(format!("-d{seconds}s"))
-        .arg("-s")
-        .arg(&script)
-        .arg(base)
-        .output()
-        .await?;
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    anyhow::ensure!(output.status.success(), "wrk failed: {}", String::from_utf8_lossy(&output.stderr));
-    anyhow::ensure!(!text.contains("Non-2xx"), "non-2xx answers during the run:\n{text}");
-    let value = |prefix: &str| -> anyhow::Result<f64> {
-        let line = text.lines().find(|l| l.trim_start().starts_with(prefix)).ok_or_else(|| anyhow::anyhow!("no {prefix} in wrk output:\n{text}"))?;
-        let raw = line.trim_start().trim_start_matches(prefix).split_whitespace().next().unwrap_or_default();
-        Ok(raw.parse::<f64>().ok().map_or_else(|| duration_ms(raw), Ok)?)
-    };
-    Ok(Load { per_second: value("Requests/sec:")?, p50: value("50%")?, p99: value("99%")? })
-}
-
-/// wrk's latency figures: `412.00us`, `1.20ms`, `2.01s`.
-fn duration_ms(raw: &str) -> anyhow::Result<f64> {
-    let (number, factor) = if let Some(n) = raw.strip_suffix("us") {
-        (n, 0.001)
-    } else if let Some(n) = raw.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = raw.strip_suffix('s') {
-        (n, 1000.0)
-    } else {
-        anyhow::bail!("unreadable wrk figure {raw:?}")
-    };
-    Ok(number.parse::<f64>()? * factor)
+    let script = format!(
+        "local i = 0\nrequest = function()\n  i = (i + 1) % {hot}\n  return wrk.format(\"GET\", \"/articles/B-\" .. (i * {stride} % {articles}) .. \"/stock\")\nend\n",
+        stride = 7919,
+    );
+    crate::wrk::run(base, &script, seconds, connections, Placement::Core(1)).await
 }
 
 async fn wait_for(base: &str) -> anyhow::Result<()> {
@@ -182,7 +140,6 @@ async fn wait_for(base: &str) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn run(events: usize, articles: usize, hot: usize, seconds: u64, connections: usize) -> anyhow::Result<()> {
-    anyhow::ensure!(which("wrk"), "wrk is missing: scripts/bench.sh installs it (apt-get install wrk)");
     let env = TestEnv::new(1).await?;
     load(&env, events, articles).await?;
     let pool = env.pool().await?;
@@ -247,8 +204,4 @@ pub(crate) async fn run(events: usize, articles: usize, hot: usize, seconds: u64
     println!("\nmemory tier vs SUM per request: {:.1}x the requests/s", memory.per_second / sum.per_second);
     println!("memory tier p99 {:.3} ms vs bare {:.3} ms: {:+.3} ms", memory.p99, bare.p99, memory.p99 - bare.p99);
     Ok(())
-}
-
-fn which(program: &str) -> bool {
-    std::process::Command::new("sh").arg("-c").arg(format!("command -v {program}")).output().is_ok_and(|o| o.status.success())
 }
