@@ -89,6 +89,9 @@ enum Bench {
         /// baseline: `broker` (preload, fetch rate, catch-up), `freshness`, or `all`.
         #[arg(long, default_value = "all", value_delimiter = ',')]
         parts: Vec<String>,
+        /// Transactions a batch is applied in at once (the projector's `APP_PROJECTOR__LANES`).
+        #[arg(long, default_value_t = ::projector::settings::ProjectorSettings::default().lanes)]
+        lanes: usize,
     },
     /// Query-service requests per tier vs. a bare handler and vs. a SUM per request.
     Queries {
@@ -124,8 +127,8 @@ async fn main() -> anyhow::Result<()> {
             let relays: Vec<bool> = relay.iter().map(|r| *r == Toggle::On).collect();
             commands::run(plan, &clients, &relays).await
         }
-        Bench::Projector { events, articles, batch_size, skew, rate, seconds, parts } => {
-            projector::run(events, articles, batch_size, skew, rate, seconds, &parts).await
+        Bench::Projector { events, articles, batch_size, skew, rate, seconds, parts, lanes } => {
+            projector::run(events, articles, batch_size, skew, rate, seconds, &parts, lanes).await
         }
         Bench::Queries { events, articles, hot, seconds, connections } => {
             queries::run(events, articles, hot, seconds, connections).await

@@ -27,7 +27,7 @@ use events::*;
 use futures::StreamExt;
 use platform::readmodel::Generation;
 use projector::record::Incoming;
-use projector::store::{Mode, StateCache, Statements, apply_batch};
+use projector::store::{Mode, StateCache, Statements};
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -43,6 +43,9 @@ static BATCH: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::n
 fn batch_size() -> usize {
     BATCH.load(std::sync::atomic::Ordering::Relaxed)
 }
+
+/// Lanes of every measurement (the projector's `APP_PROJECTOR__LANES`).
+static LANES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
 
 /// A generated history: `articles` articles with `per_article` events each
 /// on average. Movements pick their article with a Zipf distribution of
@@ -229,6 +232,7 @@ fn spawn_projector(env: &TestEnv, batch: Option<usize>) -> anyhow::Result<tokio:
     if let Some(batch) = batch {
         command.env("APP_PROJECTOR__BATCH_SIZE", batch.to_string());
     }
+    command.env("APP_PROJECTOR__LANES", LANES.load(std::sync::atomic::Ordering::Relaxed).to_string());
     Ok(command.spawn()?)
 }
 
@@ -266,30 +270,40 @@ async fn catch_up(env: &TestEnv, total: usize) -> anyhow::Result<f64> {
     Ok((total as i64 - at_start) as f64 / started.elapsed().as_secs_f64())
 }
 
-/// The apply code fed from memory: decode, fold, write, in batches.
-async fn from_memory(envelopes: &[Envelope]) -> anyhow::Result<f64> {
+/// The partition a record of `key` goes to among `partitions` (FNV-1a; any
+/// fixed mapping does, as long as an article's records share a partition).
+fn partition_of(key: &str, partitions: u64) -> i32 {
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    (hash % partitions) as i32
+}
+
+/// The apply code fed from memory: decode, fold, write, in batches, each
+/// applied in the projector's lanes (its records spread over four
+/// partitions by article, as on the topic).
+async fn from_memory(envelopes: &[Envelope], lanes: usize) -> anyhow::Result<f64> {
     let env = TestEnv::new(1).await?;
     let pool = env.pool().await?;
     platform::db::MIGRATOR.run(&pool).await?;
     let raw: Vec<_> = envelopes.iter().map(cloudevent).collect();
-    let sql = Statements::new(Generation::new(1));
+    let sql = std::sync::Arc::new(Statements::new(Generation::new(1)));
     let mut cache = StateCache::default();
+    let mut next_offset = [0i64; 4];
     let started = Instant::now();
-    for (i, chunk) in raw.chunks(batch_size()).enumerate() {
+    for chunk in raw.chunks(batch_size()) {
         let batch: Vec<Incoming> = chunk
             .iter()
-            .enumerate()
-            .map(|(j, (key, headers, value))| {
-                let offset = (i * batch_size() + j) as i64;
-                Incoming::new(0, offset, None, Some(key.clone()), headers.clone(), value.clone())
+            .map(|(key, headers, value)| {
+                let partition = partition_of(key, 4);
+                let offset = next_offset[partition as usize];
+                next_offset[partition as usize] += 1;
+                Incoming::undecoded(partition, offset, None, Some(key.clone()), headers.clone(), value.clone())
             })
             .collect();
-        let mut tx = platform::metrics::timed("begin", pool.begin()).await?;
-        let outcome = platform::metrics::timed("apply_batch (all)", apply_batch(&mut tx, &sql, "bench", &batch, &mut cache, &Mode::Live)).await?;
-        platform::metrics::timed("commit", tx.commit()).await?;
-        for (stream, state) in outcome.states {
-            cache.put(stream, state);
-        }
+        let lanes = projector::lanes::split(batch, lanes);
+        let applied = projector::lanes::apply(&pool, &sql, "bench", lanes, &mut cache, &Mode::Live, None, |_, _| async {
+            Ok(())
+        });
+        platform::metrics::timed("apply_batch (all)", async { applied.await.1 }).await?;
     }
     let elapsed = started.elapsed();
     print_breakdown(elapsed);
@@ -489,8 +503,10 @@ pub(crate) async fn run(
     rate: u32,
     seconds: u64,
     parts: &[String],
+    lanes: usize,
 ) -> anyhow::Result<()> {
     BATCH.store(batch, std::sync::atomic::Ordering::Relaxed);
+    LANES.store(lanes, std::sync::atomic::Ordering::Relaxed);
     let part = |p: &str| parts.iter().any(|x| x == p || x == "all");
     let per_article = (events / articles).max(4);
     eprintln!("generating {events} events over {articles} articles (skew {skew}) ...");
@@ -506,7 +522,7 @@ pub(crate) async fn run(
         kafka = Some(catch_up(&env, total).await?);
     }
     eprintln!("apply from memory ...");
-    let memory = from_memory(&envelopes).await?;
+    let memory = from_memory(&envelopes, lanes).await?;
     eprintln!("baseline ...");
     let base = baseline(total).await?;
     println!("\nprojector catch-up: {total} events over {articles} articles (Zipf skew {skew}), batches of {batch}, one PostgreSQL");

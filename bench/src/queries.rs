@@ -98,11 +98,9 @@ async fn load(env: &TestEnv, events: usize, articles: usize) -> anyhow::Result<(
             })
             .collect();
         let mut tx = pool.begin().await?;
-        let outcome = apply_batch(&mut tx, &sql, "bench", &batch, &mut cache, &Mode::Live).await?;
+        let mut outcome = apply_batch(&mut tx, &sql, "bench", &batch, &mut cache, &Mode::Live).await?;
         tx.commit().await?;
-        for (stream, state) in outcome.states {
-            cache.put(stream, state);
-        }
+        cache.keep(&mut outcome);
     }
     let (movements,): (i64,) = sqlx::query_as("select count(*) from rm_1.movements").fetch_one(&pool).await?;
     sqlx::query("analyze").execute(&pool).await?;

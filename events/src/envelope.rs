@@ -141,8 +141,8 @@ impl RecordedEvent {
 
     /// Reads an event back from CloudEvents headers and the JSON value. The data
     /// is not decoded here: [`RecordedEvent::into_envelope`] does that.
-    pub fn from_cloudevent(
-        header: impl Fn(&str) -> Option<String>,
+    pub fn from_cloudevent<S: AsRef<str> + Into<String>>(
+        header: impl Fn(&str) -> Option<S>,
         value: &[u8],
     ) -> Result<RecordedEvent, EnvelopeError> {
         let data = serde_json::from_slice(value).map_err(EnvelopeError::BadJson)?;
@@ -153,8 +153,8 @@ impl RecordedEvent {
     /// JSON value: what [`RecordedEvent::from_cloudevent`] and
     /// [`RecordedEvent::into_envelope`] do together, in one pass over the
     /// data when it has the current schema version (the projector's hot path).
-    pub fn envelope_from_cloudevent(
-        header: impl Fn(&str) -> Option<String>,
+    pub fn envelope_from_cloudevent<S: AsRef<str> + Into<String>>(
+        header: impl Fn(&str) -> Option<S>,
         value: &[u8],
     ) -> Result<Envelope, EnvelopeError> {
         let a = Attributes::read(header)?;
@@ -206,26 +206,35 @@ struct Attributes {
 }
 
 impl Attributes {
-    fn read(header: impl Fn(&str) -> Option<String>) -> Result<Self, EnvelopeError> {
+    /// Reads the attributes from the headers; `header` may lend its values
+    /// (`&str`) or give them (`String`): only the ones kept as text are copied.
+    fn read<S: AsRef<str> + Into<String>>(header: impl Fn(&str) -> Option<S>) -> Result<Self, EnvelopeError> {
         let get = |name: &'static str| header(name).ok_or(EnvelopeError::MissingHeader(name));
+        let parse = |name: &'static str| -> Result<S, EnvelopeError> { get(name) };
+        let number = |name: &'static str| -> Result<u64, EnvelopeError> {
+            parse(name)?.as_ref().parse().map_err(|_| EnvelopeError::BadHeader(name))
+        };
+        let uuid = |name: &'static str| -> Result<Uuid, EnvelopeError> {
+            parse(name)?.as_ref().parse().map_err(|_| EnvelopeError::BadHeader(name))
+        };
         let parse_time = |name: &'static str| -> Result<DateTime<Utc>, EnvelopeError> {
-            DateTime::parse_from_rfc3339(&get(name)?)
+            DateTime::parse_from_rfc3339(get(name)?.as_ref())
                 .map(|t| t.with_timezone(&Utc))
                 .map_err(|_| EnvelopeError::BadHeader(name))
         };
         let full_type = get("ce_type")?;
-        let event_type = full_type.strip_prefix(TYPE_PREFIX).ok_or(EnvelopeError::BadHeader("ce_type"))?;
+        let event_type = full_type.as_ref().strip_prefix(TYPE_PREFIX).ok_or(EnvelopeError::BadHeader("ce_type"))?;
         Ok(Self {
-            event_id: get("ce_id")?.parse().map_err(|_| EnvelopeError::BadHeader("ce_id"))?,
-            stream_id: StreamId::from_stored(get("ce_subject")?),
-            sequence: get("ce_sequence")?.parse().map_err(|_| EnvelopeError::BadHeader("ce_sequence"))?,
+            event_id: uuid("ce_id")?,
+            stream_id: StreamId::from_stored(get("ce_subject")?.into()),
+            sequence: number("ce_sequence")?,
             event_type: event_type.to_owned(),
-            schema_version: get("ce_schemaversion")?.parse().map_err(|_| EnvelopeError::BadHeader("ce_schemaversion"))?,
+            schema_version: u32::try_from(number("ce_schemaversion")?).map_err(|_| EnvelopeError::BadHeader("ce_schemaversion"))?,
             posted_at: parse_time("ce_time")?,
             recorded_at: parse_time("ce_recordedtime")?,
-            correlation_id: get("ce_correlationid")?,
-            causation_id: get("ce_causationid")?.parse().map_err(|_| EnvelopeError::BadHeader("ce_causationid"))?,
-            actor: get("ce_actor")?,
+            correlation_id: get("ce_correlationid")?.into(),
+            causation_id: uuid("ce_causationid")?,
+            actor: get("ce_actor")?.into(),
         })
     }
 

@@ -32,7 +32,8 @@ use crate::dead_letters::DeadLetterTopic;
 use crate::record::Incoming;
 use crate::settings::ProjectorSettings;
 use crate::sink::{RedisSink, repair};
-use crate::store::{ApplyError, Mode, Outcome, StateCache, Statements, apply_batch};
+use crate::lanes::{self, Applied};
+use crate::store::{ApplyError, Mode, Outcome, StateCache, Statements};
 
 /// Positions assigned partitions from PostgreSQL and tracks which are ours.
 struct Rebalancer {
@@ -120,7 +121,7 @@ pub struct Projector {
     sink: Arc<RedisSink>,
     kafka: KafkaSettings,
     settings: ProjectorSettings,
-    dead_letters: DeadLetterTopic,
+    dead_letters: Arc<DeadLetterTopic>,
 }
 
 impl std::fmt::Debug for Projector {
@@ -129,12 +130,6 @@ impl std::fmt::Debug for Projector {
     }
 }
 
-/// What a batch came to.
-enum Applied {
-    Committed(Outcome),
-    /// The pointer names another generation now; nothing was written.
-    GenerationChanged(Generation),
-}
 
 impl Projector {
     pub fn new(
@@ -143,7 +138,7 @@ impl Projector {
         kafka: KafkaSettings,
         settings: ProjectorSettings,
     ) -> anyhow::Result<Self> {
-        let dead_letters = DeadLetterTopic::new(&kafka)?;
+        let dead_letters = Arc::new(DeadLetterTopic::new(&kafka)?);
         Ok(Self { pool, sink, kafka, settings, dead_letters })
     }
 
@@ -153,7 +148,7 @@ impl Projector {
         let generation = platform::readmodel::serving(&self.pool).await?;
         tracing::info!(generation = generation.id, "projecting into the serving generation");
         let shared = Arc::new(Mutex::new(generation.clone()));
-        let mut sql = Statements::new(generation);
+        let mut sql = Arc::new(Statements::new(generation));
         let context = Rebalancer {
             pool: self.pool.clone(),
             topic: topic.clone(),
@@ -206,12 +201,14 @@ impl Projector {
             if batch.is_empty() {
                 continue;
             }
-            match self.apply(&sql, &topic, &batch, &mut cache, &shutdown).await? {
-                Applied::Committed(outcome) => self.after_commit(&consumer, &sql, &topic, &batch, outcome).await,
-                Applied::GenerationChanged(generation) => {
+            let (lanes, applied) = self.apply(&sql, &topic, lanes::split(batch, self.settings.lanes), &mut cache, &shutdown).await;
+            match applied? {
+                Applied::Committed(outcome) => self.after_commit(&consumer, &sql, &topic, &lanes, outcome).await,
+                Applied::GenerationChanged(id) => {
+                    let generation = Generation::new(id);
                     tracing::info!(from = sql.generation.id, to = generation.id, "the read models were rebuilt; switching generation");
                     *shared.lock().expect("generation poisoned") = generation.clone();
-                    sql = Statements::new(generation);
+                    sql = Arc::new(Statements::new(generation));
                     cache.clear();
                     self.reposition(&consumer, &topic)?;
                 }
@@ -222,19 +219,36 @@ impl Projector {
         Ok(())
     }
 
-    /// Applies a batch in one transaction, retrying while PostgreSQL is unavailable.
+    /// Applies a batch, its lanes in transactions of their own at once,
+    /// retrying while PostgreSQL is unavailable. Gives the lanes back.
     async fn apply(
         &self,
-        sql: &Statements,
+        sql: &Arc<Statements>,
         topic: &str,
-        batch: &[Incoming],
+        mut batch: Vec<Vec<Incoming>>,
         cache: &mut StateCache,
         shutdown: &CancellationToken,
-    ) -> anyhow::Result<Applied> {
+    ) -> (Vec<Vec<Incoming>>, anyhow::Result<Applied>) {
+        // Poison goes to the dead-letter topic before its lane commits: a
+        // crash in between parks it again (a duplicate there), never loses it.
+        let (dead_letters, dlq_topic) = (self.dead_letters.clone(), topic.to_owned());
+        let park = move |records: &[Incoming], outcome: &Outcome| {
+            let poison = (!outcome.parked.is_empty()).then(|| (records.to_vec(), outcome.parked.clone()));
+            let (dead_letters, topic) = (dead_letters.clone(), dlq_topic.clone());
+            async move {
+                match poison {
+                    Some((records, parked)) => dead_letters.send(&topic, &records, &parked).await,
+                    None => Ok(()),
+                }
+            }
+        };
         loop {
-            match self.try_apply(sql, topic, batch, cache).await {
-                Ok(applied) => return Ok(applied),
-                Err(e) if shutdown.is_cancelled() => return Err(e),
+            let serving = Some(sql.generation.id);
+            let (back, applied) = lanes::apply(&self.pool, sql, topic, batch, cache, &Mode::Live, serving, park.clone()).await;
+            batch = back;
+            match applied {
+                Ok(applied) => return (batch, Ok(applied)),
+                Err(e) if shutdown.is_cancelled() => return (batch, Err(e)),
                 Err(e) => {
                     let pause = if e.downcast_ref::<ApplyError>().is_some_and(|a| matches!(a, ApplyError::UnreadableState { .. })) {
                         Duration::from_secs(10)
@@ -248,51 +262,19 @@ impl Projector {
         }
     }
 
-    async fn try_apply(
-        &self,
-        sql: &Statements,
-        topic: &str,
-        batch: &[Incoming],
-        cache: &mut StateCache,
-    ) -> anyhow::Result<Applied> {
-        let mut tx = self.pool.begin().await?;
-        let (serving,): (i64,) = platform::metrics::timed(
-            "read_pointer",
-            sqlx::query_as("select generation from read_model_pointer for share").fetch_one(&mut *tx),
-        )
-        .await?;
-        if serving != sql.generation.id {
-            tx.rollback().await?;
-            return Ok(Applied::GenerationChanged(Generation::new(serving)));
-        }
-        let mut outcome = platform::metrics::timed(
-            "apply_batch",
-            apply_batch(&mut tx, sql, topic, batch, cache, &Mode::Live),
-        )
-        .await?;
-        // Poison goes to the dead-letter topic before the commit: a crash in
-        // between parks it again (a duplicate there), never loses it.
-        self.dead_letters.send(topic, batch, &outcome.parked).await?;
-        platform::metrics::timed("commit_batch", tx.commit()).await?;
-        for (stream, state) in std::mem::take(&mut outcome.states) {
-            cache.put(stream, state);
-        }
-        Ok(Applied::Committed(outcome))
-    }
-
     /// Pushes the batch's documents to Redis and its offsets to Kafka.
     async fn after_commit(
         &self,
         consumer: &StreamConsumer<Rebalancer>,
         sql: &Statements,
         topic: &str,
-        batch: &[Incoming],
+        batch: &[Vec<Incoming>],
         outcome: Outcome,
     ) {
         tracing::debug!(applied = outcome.applied, duplicates = outcome.duplicates, parked = outcome.parked.len(), "batch applied");
         match self.sink.publish(sql.generation.id, &outcome.documents, &outcome.tags).await {
             Ok(()) => {
-                if let Some(id) = outcome.redis_outbox_id {
+                for id in &outcome.redis_outbox_ids {
                     let delete = format!("delete from {}.redis_outbox where id = $1", sql.generation.schema);
                     if let Err(e) = sqlx::query(&delete).bind(id).execute(&self.pool).await {
                         tracing::debug!(error = %e, "cannot clear the Redis outbox row; the repair will");
@@ -303,7 +285,7 @@ impl Projector {
         }
         {
             let mut last = consumer.context().last_applied_ms.lock().expect("lag table poisoned");
-            for r in batch {
+            for r in batch.iter().flatten() {
                 if let Some(ms) = r.timestamp_ms {
                     last.insert(r.partition, ms);
                 }

@@ -15,6 +15,7 @@
 pub mod consumer;
 pub mod dead_letters;
 pub mod documents;
+pub mod lanes;
 pub mod model;
 pub mod rebuild;
 pub mod record;

@@ -168,11 +168,9 @@ async fn build_and_swap(
             continue;
         }
         let mut tx = pool.begin().await?;
-        let outcome = apply_batch(&mut tx, &sql, &topic, &batch, &mut cache, &mode).await?;
+        let mut outcome = apply_batch(&mut tx, &sql, &topic, &batch, &mut cache, &mode).await?;
         tx.commit().await?;
-        for (stream, state) in outcome.states {
-            cache.put(stream, state);
-        }
+        cache.keep(&mut outcome);
         for (p, next) in outcome.next_offsets {
             positions.insert(p, next);
         }
@@ -202,14 +200,12 @@ async fn build_and_swap(
         if batch.is_empty() {
             continue;
         }
-        let outcome = apply_batch(&mut tx, &sql, &topic, &batch, &mut cache, &mode).await?;
+        let mut outcome = apply_batch(&mut tx, &sql, &topic, &batch, &mut cache, &mode).await?;
         records += batch.len() as u64;
         for (p, next) in &outcome.next_offsets {
             positions.insert(*p, *next);
         }
-        for (stream, state) in outcome.states {
-            cache.put(stream, state);
-        }
+        cache.keep(&mut outcome);
         documents.extend(outcome.documents);
         tags.extend(outcome.tags);
     }
@@ -264,7 +260,11 @@ async fn next_batch(consumer: &StreamConsumer, size: usize, wait: Duration) -> V
     while batch.len() < size {
         let timeout = if batch.is_empty() { deadline } else { tokio::time::Instant::now() + Duration::from_millis(20) };
         match tokio::time::timeout_at(timeout, consumer.recv()).await {
-            Ok(Ok(m)) => batch.push(Incoming::from_message(&m)),
+            Ok(Ok(m)) => {
+                let mut record = Incoming::from_message(&m);
+                record.decode();
+                batch.push(record);
+            }
             Ok(Err(e)) => tracing::warn!(error = %e, "consumer error"),
             Err(_) => break,
         }

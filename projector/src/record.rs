@@ -1,6 +1,8 @@
 //! A consumed Kafka record, kept raw (so that it can be parked and re-driven
 //! later) together with what it decoded to.
 
+use std::borrow::Cow;
+
 use events::{Envelope, RecordedEvent};
 use rdkafka::Message;
 
@@ -20,12 +22,15 @@ pub struct Incoming {
     pub decoded: Result<Envelope, String>,
     /// Set when the record comes from the dead-letter table (re-drive).
     pub dead_letter_id: Option<i64>,
+    /// Not decoded yet ([`Incoming::decode`] does it).
+    pending: bool,
 }
 
 impl Incoming {
-    /// Copies a consumed message and decodes it.
+    /// Copies a consumed message; [`Incoming::decode`] decodes it (on the
+    /// lane that applies it, so decoding runs on every core).
     pub fn from_message(m: &impl Message) -> Self {
-        Self::new(
+        Self::undecoded(
             m.partition(),
             m.offset(),
             m.timestamp().to_millis(),
@@ -44,9 +49,39 @@ impl Incoming {
         headers: Vec<(String, String)>,
         payload: Vec<u8>,
     ) -> Self {
-        let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-        let decoded = RecordedEvent::envelope_from_cloudevent(header, &payload).map_err(|e| e.to_string());
-        Self { partition, offset, timestamp_ms, key, headers, payload, decoded, dead_letter_id: None }
+        let mut record = Self::undecoded(partition, offset, timestamp_ms, key, headers, payload);
+        record.decode();
+        record
+    }
+
+    /// A record from its parts, to be decoded with [`Incoming::decode`].
+    /// Until then it is known by its headers and key only.
+    pub fn undecoded(
+        partition: i32,
+        offset: i64,
+        timestamp_ms: Option<i64>,
+        key: Option<String>,
+        headers: Vec<(String, String)>,
+        payload: Vec<u8>,
+    ) -> Self {
+        let decoded = Err("not decoded yet".to_owned());
+        Self { partition, offset, timestamp_ms, key, headers, payload, decoded, dead_letter_id: None, pending: true }
+    }
+
+    /// Whether [`Incoming::decode`] ran.
+    pub fn is_decoded(&self) -> bool {
+        !self.pending
+    }
+
+    /// Decodes the record, once.
+    pub fn decode(&mut self) {
+        if !self.pending {
+            return;
+        }
+        let headers = &self.headers;
+        let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        self.decoded = RecordedEvent::envelope_from_cloudevent(header, &self.payload).map_err(|e| e.to_string());
+        self.pending = false;
     }
 
     fn header(&self, name: &str) -> Option<&str> {
@@ -55,13 +90,13 @@ impl Incoming {
 
     /// The stream the record belongs to: from the envelope, else from its
     /// `ce_subject` header, else from its key (the article id).
-    pub fn stream(&self) -> Option<String> {
+    pub fn stream(&self) -> Option<Cow<'_, str>> {
         match &self.decoded {
-            Ok(e) => Some(e.stream_id.to_string()),
+            Ok(e) => Some(Cow::Borrowed(e.stream_id.as_str())),
             Err(_) => self
                 .header("ce_subject")
-                .map(str::to_owned)
-                .or_else(|| self.key.as_ref().filter(|k| !k.is_empty()).map(|k| format!("article:{k}"))),
+                .map(Cow::Borrowed)
+                .or_else(|| self.key.as_ref().filter(|k| !k.is_empty()).map(|k| Cow::Owned(format!("article:{k}")))),
         }
     }
 

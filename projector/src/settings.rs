@@ -42,8 +42,12 @@ impl Default for Settings {
 pub struct ProjectorSettings {
     /// Kafka consumer group; instances with the same group split the partitions.
     pub group_id: String,
-    /// Most records applied in one transaction.
+    /// Most records in one batch.
     pub batch_size: usize,
+    /// Transactions a batch is applied in at once, each taking a share of
+    /// the batch's partitions (and storing their offsets); 1 applies a batch
+    /// in one transaction.
+    pub lanes: usize,
     /// How long a batch waits for more records once it has one, in milliseconds.
     pub batch_wait_ms: u64,
     /// Longest time the broker may hold a fetch while no new records arrive,
@@ -55,6 +59,6 @@ pub struct ProjectorSettings {
 
 impl Default for ProjectorSettings {
     fn default() -> Self {
-        Self { group_id: "erp-projector".into(), batch_size: 10_000, batch_wait_ms: 5, fetch_wait_ms: 20 }
+        Self { group_id: "erp-projector".into(), batch_size: 25_000, lanes: 2, batch_wait_ms: 5, fetch_wait_ms: 20 }
     }
 }

@@ -10,9 +10,14 @@
 //! records are parked behind it (reason `halted`) until an operator re-drives
 //! them ([`crate::dead_letters`]). Other streams go on.
 //!
-//! The stream rows are locked (in stream order) for the whole transaction, so
-//! two instances overlapping during a rebalance, or a re-drive running next to
-//! a live projector, never apply the same stream's events twice.
+//! Every stream row the batch moves is updated first, in stream order, and
+//! only from the position (and halted flag) the batch was folded on; a row
+//! that moved meanwhile fails the batch with [`ApplyError::Conflict`] and
+//! nothing of it is written. The updated rows stay locked until commit, so
+//! two instances overlapping during a rebalance, or a re-drive running next
+//! to a live projector, never apply the same stream's events twice. Streams
+//! this process committed last are folded from its cache without reading
+//! their rows at all.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -34,6 +39,11 @@ use crate::record::Incoming;
 pub enum ApplyError {
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// Another writer moved one of the batch's streams since its state was
+    /// read (a re-drive, or another instance during a rebalance): apply the
+    /// batch again, from the stored rows.
+    #[error("a stream moved while the batch was applied; it is applied again")]
+    Conflict,
     /// A stored stream state this code cannot read: rebuild the read models.
     #[error("the stored state of {stream} is unreadable ({error}); rebuild the read models (`projector rebuild`)")]
     UnreadableState { stream: String, error: String },
@@ -107,36 +117,97 @@ pub struct Outcome {
     /// New stream states, for the caller's cache once committed (the
     /// batch's streams were taken out of the cache).
     pub states: Vec<(String, ArticleState)>,
-    /// The `redis_outbox` row naming this batch's documents.
-    pub redis_outbox_id: Option<i64>,
+    /// The `redis_outbox` rows naming this batch's documents (one per transaction).
+    pub redis_outbox_ids: Vec<i64>,
     /// Streams halted after this batch (parked records wait).
     pub halted: Vec<String>,
 }
 
-/// Stream states as this process last committed them, so that a batch loads
-/// only the states it does not hold at the stored sequence.
+impl Outcome {
+    /// Adds what another transaction of the same batch did (another lane's).
+    pub fn merge(&mut self, other: Outcome) {
+        self.applied += other.applied;
+        self.duplicates += other.duplicates;
+        self.parked.extend(other.parked);
+        self.redriven.extend(other.redriven);
+        self.skipped.extend(other.skipped);
+        self.documents.extend(other.documents);
+        self.tags.extend(other.tags);
+        for (partition, next) in other.next_offsets {
+            let mine = self.next_offsets.entry(partition).or_insert(next);
+            *mine = (*mine).max(next);
+        }
+        self.states.extend(other.states);
+        self.redis_outbox_ids.extend(other.redis_outbox_ids);
+        self.halted.extend(other.halted);
+    }
+}
+
+/// Stream states as this process last committed them, with whether each
+/// stream waits behind a parked record, so that a batch reads only the
+/// streams it does not hold.
 #[derive(Debug, Default)]
 pub struct StateCache {
-    states: HashMap<String, ArticleState>,
+    states: HashMap<String, Cached>,
+}
+
+#[derive(Debug)]
+struct Cached {
+    state: ArticleState,
+    halted: bool,
 }
 
 impl StateCache {
     /// Most streams kept; beyond it the cache starts over (cheap and rare).
     const CAPACITY: usize = 200_000;
 
-    pub fn put(&mut self, stream: String, state: ArticleState) {
+    fn insert(&mut self, stream: String, cached: Cached) {
         if self.states.len() >= Self::CAPACITY && !self.states.contains_key(&stream) {
             self.states.clear();
         }
-        self.states.insert(stream, state);
+        self.states.insert(stream, cached);
+    }
+
+    /// Keeps the states a committed batch left ([`Outcome::states`], moved
+    /// out of it), with the streams it left halted.
+    pub fn keep(&mut self, outcome: &mut Outcome) {
+        let halted: HashSet<&String> = outcome.halted.iter().collect();
+        let states = std::mem::take(&mut outcome.states);
+        let kept: Vec<(String, Cached)> = states
+            .into_iter()
+            .map(|(stream, state)| {
+                let halted = halted.contains(&stream);
+                (stream, Cached { state, halted })
+            })
+            .collect();
+        for (stream, cached) in kept {
+            self.insert(stream, cached);
+        }
     }
 
     pub fn clear(&mut self) {
         self.states.clear();
     }
 
-    fn version(&self, stream: &str) -> i64 {
-        self.states.get(stream).map_or(-1, |s| s.version as i64)
+    /// Puts back what a lane's cache still holds (states it did not use).
+    pub fn absorb(&mut self, other: StateCache) {
+        for (stream, cached) in other.states {
+            self.insert(stream, cached);
+        }
+    }
+
+    /// Takes the cached states of the streams of `records` out, into a cache
+    /// of their own (for a lane; its new states come back with [`Self::keep`]).
+    pub fn take_streams(&mut self, records: &[Incoming]) -> StateCache {
+        let mut taken = StateCache::default();
+        for record in records {
+            if let Some(stream) = record.stream()
+                && let Some(cached) = self.states.remove(stream.as_ref())
+            {
+                taken.states.insert(stream.into_owned(), cached);
+            }
+        }
+        taken
     }
 }
 
@@ -144,8 +215,8 @@ impl StateCache {
 #[derive(Debug, Clone)]
 pub struct Statements {
     pub generation: Generation,
+    read_streams: String,
     insert_streams: String,
-    lock_streams: String,
     load_articles: String,
     load_charges: String,
     load_reservations: String,
@@ -170,13 +241,13 @@ impl Statements {
     pub fn new(generation: Generation) -> Self {
         let s = generation.schema.clone();
         Self {
-            insert_streams: format!(
-                "insert into {s}.streams (stream_id, sequence) select unnest($1::text[]), 0 on conflict do nothing"
+            read_streams: format!(
+                "select stream_id, sequence, halted, latest_posting from {s}.streams where stream_id = any($1)"
             ),
-            lock_streams: format!(
-                "select s.stream_id, s.sequence, s.halted, s.latest_posting, s.sequence = c.cached
-                 from {s}.streams s join unnest($1::text[], $2::int8[]) as c(stream_id, cached) on c.stream_id = s.stream_id
-                 order by s.stream_id for update of s"
+            insert_streams: format!(
+                "insert into {s}.streams (stream_id, sequence, halted, latest_posting)
+                 select * from unnest($1::text[], $2::int8[], $3::bool[], $4::timestamptz[]) order by 1
+                 on conflict do nothing"
             ),
             load_articles: format!(
                 "select article_id, name, category, unit_code, unit_decimals, reorder_point, discontinued
@@ -229,7 +300,7 @@ impl Statements {
             ),
             copy_movements: format!(
                 "copy {s}.movements (article_id, charge, warehouse, posted_at, sequence, leg, kind, delta,
-                                     balance, recorded_at, event_id, reservation_id) from stdin"
+                                     balance, recorded_at, event_id, reservation_id) from stdin with (format binary)"
             ),
             // A backdated movement shifts the balance of every movement of its
             // bucket posted after it that was recorded before it (later
@@ -263,11 +334,15 @@ impl Statements {
                  select * from unnest($1::text[], $2::int8[], $3::bytea[])
                  on conflict (key) do update set version = excluded.version, body = excluded.body"
             ),
+            // Moves only rows still where the batch found them; in stream order.
             update_streams: format!(
                 "update {s}.streams s set sequence = u.sequence, halted = u.halted, latest_posting = u.latest_posting
-                 from unnest($1::text[], $2::int8[], $3::bool[], $4::timestamptz[])
-                      as u(stream_id, sequence, halted, latest_posting)
-                 where s.stream_id = u.stream_id"
+                 from (
+                     select * from unnest($1::text[], $2::int8[], $3::bool[], $4::timestamptz[], $5::int8[], $6::bool[])
+                         as u(stream_id, sequence, halted, latest_posting, was_sequence, was_halted)
+                     order by stream_id
+                 ) u
+                 where s.stream_id = u.stream_id and s.sequence = u.was_sequence and s.halted = u.was_halted"
             ),
             insert_dead_letters: format!(
                 "insert into {s}.dead_letters (topic, partition, \"offset\", stream_id, sequence, event_type, key,
@@ -305,6 +380,8 @@ impl Statements {
 /// One stream's work within a batch.
 struct StreamWork {
     projection: StreamProjection,
+    /// The row's position and halted flag the batch folds on; `None`: no row yet.
+    was: Option<(i64, bool)>,
     halted: bool,
     /// The offset of the record the stream waits behind, once halted.
     halted_at: Option<i64>,
@@ -324,52 +401,57 @@ pub async fn apply_batch(
     cache: &mut StateCache,
     mode: &Mode,
 ) -> Result<Outcome, ApplyError> {
+    assert!(batch.iter().all(Incoming::is_decoded), "apply_batch needs decoded records");
     let mut outcome = Outcome::default();
     let streams: Vec<String> = {
-        let set: BTreeSet<String> = batch.iter().filter_map(Incoming::stream).collect();
-        set.into_iter().collect()
+        let set: BTreeSet<std::borrow::Cow<'_, str>> = batch.iter().filter_map(Incoming::stream).collect();
+        set.into_iter().map(std::borrow::Cow::into_owned).collect()
     };
 
-    // Lock the streams (creating rows for new ones) and load the states the cache lacks.
-    // Streams the cache holds exist already.
-    let new: Vec<&String> = streams.iter().filter(|s| cache.version(s) < 0).collect();
-    if !new.is_empty() {
-        timed("insert_streams", sqlx::query(&sql.insert_streams).bind(&new).execute(&mut *tx)).await?;
-    }
-    let cached: Vec<i64> = streams.iter().map(|s| cache.version(s)).collect();
-    let rows: Vec<(String, i64, bool, Option<DateTime<Utc>>, bool)> = timed(
-        "lock_streams",
-        sqlx::query_as(&sql.lock_streams).bind(&streams).bind(&cached).fetch_all(&mut *tx),
-    )
-    .await?;
+    // The states the cache lacks: read from their rows (no lock: the
+    // update at write time checks that they did not move).
+    let uncached: Vec<&str> = streams.iter().filter(|s| !cache.states.contains_key(*s)).map(String::as_str).collect();
+    let rows: Vec<(String, i64, bool, Option<DateTime<Utc>>)> = if uncached.is_empty() {
+        Vec::new()
+    } else {
+        timed("read_streams", sqlx::query_as(&sql.read_streams).bind(&uncached).fetch_all(&mut *tx)).await?
+    };
     let stale: Vec<&str> = rows
         .iter()
-        .filter(|(_, sequence, _, _, cached)| *sequence > 0 && !cached)
+        .filter(|(_, sequence, ..)| *sequence > 0)
         .map(|(stream, ..)| stream.strip_prefix("article:").unwrap_or(stream))
         .collect();
     let mut stored = if stale.is_empty() { StoredRows::default() } else { load_rows(tx, sql, &stale).await? };
+    let mut rows: HashMap<String, (i64, bool, Option<DateTime<Utc>>)> =
+        rows.into_iter().map(|(stream, sequence, halted, latest)| (stream, (sequence, halted, latest))).collect();
     let mut work: BTreeMap<String, StreamWork> = BTreeMap::new();
-    for (stream, sequence, halted, latest_posting, is_cached) in rows {
-        let state = if sequence == 0 {
-            ArticleState::default()
-        } else if is_cached {
-            // Taken out: should this batch fail, the state is rebuilt from the rows.
-            cache.states.remove(&stream).expect("the cache holds this version")
+    for stream in streams {
+        let (state, halted, was) = if let Some(cached) = cache.states.remove(&stream) {
+            // Taken out: should this batch fail, the state is read again.
+            let was = (cached.state.version as i64, cached.halted);
+            (cached.state, cached.halted, Some(was))
+        } else if let Some((sequence, halted, latest_posting)) = rows.remove(&stream) {
+            let state = if sequence == 0 {
+                ArticleState::default()
+            } else {
+                let article = stream.strip_prefix("article:").unwrap_or(&stream);
+                let (a, c, r) = stored.take(article);
+                rebuild_state(sequence as u64, latest_posting, a.as_ref(), &c, &r)
+                    .map_err(|error| ApplyError::UnreadableState { stream: stream.clone(), error })?
+            };
+            (state, halted, Some((sequence, halted)))
         } else {
-            let article = stream.strip_prefix("article:").unwrap_or(&stream);
-            let (a, c, r) = stored.take(article);
-            rebuild_state(sequence as u64, latest_posting, a.as_ref(), &c, &r)
-                .map_err(|error| ApplyError::UnreadableState { stream: stream.clone(), error })?
+            (ArticleState::default(), false, None)
         };
         // A re-drive applies the records the stream waits on: it starts un-halted.
-        let halted = halted && !matches!(mode, Mode::Redrive { .. });
+        let halted_now = halted && !matches!(mode, Mode::Redrive { .. });
         let article = stream.strip_prefix("article:").unwrap_or(&stream).to_owned();
         let projection = StreamProjection::new(&article, state);
-        work.insert(stream, StreamWork { projection, halted, halted_at: None, touched: false });
+        work.insert(stream, StreamWork { projection, was, halted: halted_now, halted_at: None, touched: false });
     }
 
     let mut dead_letter_updates: Vec<(i64, &'static str, &'static str, String)> = Vec::new();
-    let mut first_in_stream: HashSet<String> = HashSet::new();
+    let mut first_in_stream: HashSet<std::borrow::Cow<'_, str>> = HashSet::new();
     for (index, record) in batch.iter().enumerate() {
         let Some(stream) = record.stream() else {
             // Nothing says whose it is: park it; it halts no stream.
@@ -377,7 +459,7 @@ pub async fn apply_batch(
             outcome.parked.push(Parked { index, stream: None, reason: Reason::Undecodable, error });
             continue;
         };
-        let w = work.get_mut(&stream).expect("every stream of the batch was locked");
+        let w = work.get_mut(stream.as_ref()).expect("every stream of the batch was read");
         let is_first = first_in_stream.insert(stream.clone());
         if let (Mode::Redrive { skip_first: true }, true) = (mode, is_first) {
             // The operator passes over the record the stream waits on.
@@ -401,7 +483,7 @@ pub async fn apply_batch(
         if w.halted {
             let behind = w.halted_at.map_or_else(|| "an earlier parked record".to_owned(), |o| format!("offset {o}"));
             let error = format!("waits behind {behind} of {stream}");
-            outcome.parked.push(Parked { index, stream: Some(stream), reason: Reason::Halted, error });
+            outcome.parked.push(Parked { index, stream: Some(stream.into_owned()), reason: Reason::Halted, error });
             continue;
         }
         let poison = match &record.decoded {
@@ -442,20 +524,21 @@ pub async fn apply_batch(
             }
             w.halted = true;
             w.halted_at = Some(record.offset);
-            outcome.parked.push(Parked { index, stream: Some(stream), reason, error });
+            outcome.parked.push(Parked { index, stream: Some(stream.into_owned()), reason, error });
         }
     }
 
     // What the streams' events change.
-    let mut changes: Vec<(String, StreamChanges, bool)> = Vec::new();
+    let mut changes: Vec<Change> = Vec::new();
     for (stream, w) in work {
         if !w.touched {
             continue;
         }
-        changes.push((stream, w.projection.finish(), w.halted));
+        changes.push((stream, w.projection.finish(), w.halted, w.was));
     }
     write_changes(tx, sql, &changes, &mut outcome).await?;
-    for (stream, c, halted) in changes {
+    let shared = SharedChanges::of(&changes);
+    for (stream, c, halted, _) in changes {
         outcome.tags.extend(c.tags);
         if halted {
             outcome.halted.push(stream.clone());
@@ -510,6 +593,7 @@ pub async fn apply_batch(
             timed("upsert_offsets", upsert.execute(&mut *tx)).await?;
         }
     }
+    write_shared(tx, sql, shared, &mut outcome).await?;
     for p in &outcome.parked {
         metrics::DEAD_LETTERS.with_label_values(&[p.reason.as_str()]).inc();
         if p.reason != Reason::Halted {
@@ -570,15 +654,104 @@ async fn load_rows(tx: &mut PgConnection, sql: &Statements, articles: &[&str]) -
     Ok(stored)
 }
 
-/// Writes every change of the batch, set-based, and records the documents in
-/// the Redis outbox.
+/// A stream's changes: its id, what its events change, whether it is halted
+/// after them, and the row's position and halted flag they were folded on
+/// (`None`: no row yet).
+type Change = (String, StreamChanges, bool, Option<(i64, bool)>);
+
+/// Moves the streams' rows first (in stream order): a row that moved since
+/// it was read fails the batch before anything else is written.
+async fn move_streams(tx: &mut PgConnection, sql: &Statements, changes: &[Change]) -> Result<(), ApplyError> {
+    let (existing, new): (Vec<&Change>, Vec<&Change>) = changes.iter().partition(|(.., was)| was.is_some());
+    let mut moved = 0;
+    if !existing.is_empty() {
+        let query = sqlx::query(&sql.update_streams)
+            .bind(existing.iter().map(|(s, ..)| s.as_str()).collect::<Vec<_>>())
+            .bind(existing.iter().map(|(_, c, ..)| c.state.version as i64).collect::<Vec<_>>())
+            .bind(existing.iter().map(|(_, _, halted, _)| *halted).collect::<Vec<_>>())
+            .bind(existing.iter().map(|(_, c, ..)| c.state.latest_posting).collect::<Vec<_>>())
+            .bind(existing.iter().map(|(.., was)| was.map_or(0, |w| w.0)).collect::<Vec<_>>())
+            .bind(existing.iter().map(|(.., was)| was.is_some_and(|w| w.1)).collect::<Vec<_>>());
+        moved += timed("update_streams", query.execute(&mut *tx)).await?.rows_affected();
+    }
+    if !new.is_empty() {
+        let query = sqlx::query(&sql.insert_streams)
+            .bind(new.iter().map(|(s, ..)| s.as_str()).collect::<Vec<_>>())
+            .bind(new.iter().map(|(_, c, ..)| c.state.version as i64).collect::<Vec<_>>())
+            .bind(new.iter().map(|(_, _, halted, _)| *halted).collect::<Vec<_>>())
+            .bind(new.iter().map(|(_, c, ..)| c.state.latest_posting).collect::<Vec<_>>());
+        moved += timed("insert_streams", query.execute(&mut *tx)).await?.rows_affected();
+    }
+    if moved != changes.len() as u64 {
+        return Err(ApplyError::Conflict);
+    }
+    Ok(())
+}
+
+async fn upsert_documents(tx: &mut PgConnection, sql: &Statements, documents: &[Document]) -> Result<(), sqlx::Error> {
+    let query = sqlx::query(&sql.upsert_documents)
+        .bind(documents.iter().map(|d| d.key.as_str()).collect::<Vec<_>>())
+        .bind(documents.iter().map(|d| d.version).collect::<Vec<_>>())
+        .bind(documents.iter().map(|d| d.body.as_slice()).collect::<Vec<_>>());
+    timed("upsert_documents", query.execute(&mut *tx)).await?;
+    Ok(())
+}
+
+/// What a batch changes in rows that other lanes' batches change too: the
+/// categories' summaries.
+struct SharedChanges {
+    categories: BTreeMap<String, CategoryDelta>,
+}
+
+impl SharedChanges {
+    fn of(changes: &[Change]) -> Self {
+        let mut categories: BTreeMap<String, CategoryDelta> = BTreeMap::new();
+        for (_, c, ..) in changes {
+            for (category, delta) in &c.categories {
+                categories.entry(category.clone()).or_default().add(delta);
+            }
+        }
+        Self { categories }
+    }
+}
+
+/// Writes the categories' summaries and their documents, the last writes of
+/// a batch (in category order): another lane's transaction changing the same
+/// rows waits only for this one's commit. Then records every document of the
+/// batch in the Redis outbox.
+async fn write_shared(tx: &mut PgConnection, sql: &Statements, shared: SharedChanges, outcome: &mut Outcome) -> Result<(), sqlx::Error> {
+    let categories = shared.categories;
+    if !categories.is_empty() {
+        let query = sqlx::query_as::<_, CategoryRow>(&sql.upsert_categories)
+            .bind(categories.keys().map(String::as_str).collect::<Vec<_>>())
+            .bind(categories.values().map(|d| d.charges).collect::<Vec<_>>())
+            .bind(categories.values().map(|d| d.charges_in_stock).collect::<Vec<_>>())
+            .bind(categories.values().map(|d| d.on_hand).collect::<Vec<_>>())
+            .bind(categories.values().map(|d| d.blocked).collect::<Vec<_>>())
+            .bind(categories.values().map(|d| d.events).collect::<Vec<_>>());
+        let rows = timed("upsert_categories", query.fetch_all(&mut *tx)).await?;
+        let documents: Vec<Document> = rows.iter().map(category_document).collect();
+        upsert_documents(tx, sql, &documents).await?;
+        outcome.documents.extend(documents);
+    }
+    if !outcome.documents.is_empty() {
+        let keys: Vec<&str> = outcome.documents.iter().map(|d| d.key.as_str()).collect();
+        let (id,): (i64,) =
+            timed("insert_redis_outbox", sqlx::query_as(&sql.insert_redis_outbox).bind(&keys).fetch_one(&mut *tx)).await?;
+        outcome.redis_outbox_ids.push(id);
+    }
+    Ok(())
+}
+
+/// Writes every change of the batch but the shared ones ([`write_shared`]), set-based.
 async fn write_changes(
     tx: &mut PgConnection,
     sql: &Statements,
-    changes: &[(String, StreamChanges, bool)],
+    changes: &[Change],
     outcome: &mut Outcome,
 ) -> Result<(), ApplyError> {
-    let articles: Vec<_> = changes.iter().filter_map(|(_, c, _)| c.article.as_ref()).collect();
+    move_streams(tx, sql, changes).await?;
+    let articles: Vec<_> = changes.iter().filter_map(|(_, c, ..)| c.article.as_ref()).collect();
     if !articles.is_empty() {
         let query = sqlx::query(&sql.upsert_articles)
             .bind(articles.iter().map(|a| a.article_id.as_str()).collect::<Vec<_>>())
@@ -594,7 +767,7 @@ async fn write_changes(
 
     let low: Vec<&LowStockRow> = changes
         .iter()
-        .filter_map(|(_, c, _)| match &c.low_stock {
+        .filter_map(|(_, c, ..)| match &c.low_stock {
             Some(LowStock::Upsert(row)) => Some(row),
             _ => None,
         })
@@ -611,7 +784,7 @@ async fn write_changes(
     }
     let recovered: Vec<&str> = changes
         .iter()
-        .filter_map(|(_, c, _)| match &c.low_stock {
+        .filter_map(|(_, c, ..)| match &c.low_stock {
             Some(LowStock::Delete(article)) => Some(article.as_str()),
             _ => None,
         })
@@ -620,7 +793,7 @@ async fn write_changes(
         timed("delete_low_stock", sqlx::query(&sql.delete_low_stock).bind(&recovered).execute(&mut *tx)).await?;
     }
 
-    let charges: Vec<_> = changes.iter().flat_map(|(_, c, _)| &c.charges).collect();
+    let charges: Vec<_> = changes.iter().flat_map(|(_, c, ..)| &c.charges).collect();
     if !charges.is_empty() {
         let query = sqlx::query(&sql.upsert_charges)
             .bind(charges.iter().map(|c| c.article_id.as_str()).collect::<Vec<_>>())
@@ -636,7 +809,7 @@ async fn write_changes(
         timed("upsert_charges", query.execute(&mut *tx)).await?;
     }
 
-    let reservations: Vec<_> = changes.iter().flat_map(|(_, c, _)| &c.reservations).collect();
+    let reservations: Vec<_> = changes.iter().flat_map(|(_, c, ..)| &c.reservations).collect();
     if !reservations.is_empty() {
         let query = sqlx::query(&sql.upsert_reservations)
             .bind(reservations.iter().map(|r| r.article_id.as_str()).collect::<Vec<_>>())
@@ -650,7 +823,7 @@ async fn write_changes(
     }
     let closed: Vec<(&str, &str)> = changes
         .iter()
-        .flat_map(|(_, c, _)| {
+        .flat_map(|(_, c, ..)| {
             let article = c.article_id.as_str();
             c.closed_reservations.iter().map(move |r| (article, r.as_str()))
         })
@@ -662,7 +835,7 @@ async fn write_changes(
         timed("delete_reservations", query.execute(&mut *tx)).await?;
     }
 
-    let movements: Vec<_> = changes.iter().flat_map(|(_, c, _)| &c.movements).collect();
+    let movements: Vec<_> = changes.iter().flat_map(|(_, c, ..)| &c.movements).collect();
     if !movements.is_empty() {
         timed("copy_movements", copy_movements(tx, sql, &movements)).await?;
         let backdated: Vec<_> = movements.iter().filter(|m| m.backdated).collect();
@@ -679,88 +852,67 @@ async fn write_changes(
         }
     }
 
-    let mut categories: BTreeMap<&str, CategoryDelta> = BTreeMap::new();
-    for (_, c, _) in changes {
-        for (category, delta) in &c.categories {
-            categories.entry(category.as_str()).or_default().add(delta);
-        }
-    }
-    let mut documents: Vec<Document> = changes.iter().filter_map(|(_, c, _)| c.stock_document.clone()).collect();
-    if !categories.is_empty() {
-        let query = sqlx::query_as::<_, CategoryRow>(&sql.upsert_categories)
-            .bind(categories.keys().copied().collect::<Vec<_>>())
-            .bind(categories.values().map(|d| d.charges).collect::<Vec<_>>())
-            .bind(categories.values().map(|d| d.charges_in_stock).collect::<Vec<_>>())
-            .bind(categories.values().map(|d| d.on_hand).collect::<Vec<_>>())
-            .bind(categories.values().map(|d| d.blocked).collect::<Vec<_>>())
-            .bind(categories.values().map(|d| d.events).collect::<Vec<_>>());
-        let rows = timed("upsert_categories", query.fetch_all(&mut *tx)).await?;
-        documents.extend(rows.iter().map(category_document));
-    }
+    let mut documents: Vec<Document> = changes.iter().filter_map(|(_, c, ..)| c.stock_document.clone()).collect();
     if !documents.is_empty() {
         // In key order, so that two instances lock shared rows in the same order.
         documents.sort_by(|a, b| a.key.cmp(&b.key));
-        let query = sqlx::query(&sql.upsert_documents)
-            .bind(documents.iter().map(|d| d.key.as_str()).collect::<Vec<_>>())
-            .bind(documents.iter().map(|d| d.version).collect::<Vec<_>>())
-            .bind(documents.iter().map(|d| d.body.as_slice()).collect::<Vec<_>>());
-        timed("upsert_documents", query.execute(&mut *tx)).await?;
-        let keys: Vec<&str> = documents.iter().map(|d| d.key.as_str()).collect();
-        let (id,): (i64,) =
-            timed("insert_redis_outbox", sqlx::query_as(&sql.insert_redis_outbox).bind(&keys).fetch_one(&mut *tx)).await?;
-        outcome.redis_outbox_id = Some(id);
+        upsert_documents(tx, sql, &documents).await?;
     }
-
-    if !changes.is_empty() {
-        let query = sqlx::query(&sql.update_streams)
-            .bind(changes.iter().map(|(s, _, _)| s.as_str()).collect::<Vec<_>>())
-            .bind(changes.iter().map(|(_, c, _)| c.state.version as i64).collect::<Vec<_>>())
-            .bind(changes.iter().map(|(_, _, halted)| *halted).collect::<Vec<_>>())
-            .bind(changes.iter().map(|(_, c, _)| c.state.latest_posting).collect::<Vec<_>>());
-        timed("update_streams", query.execute(&mut *tx)).await?;
-    }
-
     outcome.documents = documents;
     Ok(())
 }
 
 /// Movements are the one table that grows by a row per event: they are
-/// written with COPY, the fastest way into PostgreSQL, in its text format.
+/// written with COPY, the fastest way into PostgreSQL, in its binary format
+/// (PostgreSQL parses no text: measured, the text format's timestamps and
+/// uuids were a visible part of the COPY).
 async fn copy_movements(tx: &mut PgConnection, sql: &Statements, movements: &[&MovementRow]) -> Result<(), sqlx::Error> {
-    use std::fmt::Write;
-    let mut data = String::with_capacity(movements.len() * 160);
-    for m in movements {
-        let time = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        let _ = writeln!(
-            data,
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-            copy_text(&m.article_id),
-            copy_text(&m.charge),
-            copy_text(&m.warehouse),
-            time(&m.posted_at),
-            m.sequence,
-            m.leg,
-            m.kind,
-            m.delta,
-            m.balance,
-            time(&m.recorded_at),
-            m.event_id,
-            m.reservation_id.as_deref().map_or(std::borrow::Cow::Borrowed("\\N"), copy_text),
-        );
-    }
     let mut copy = tx.copy_in_raw(&sql.copy_movements).await?;
-    copy.send(data.into_bytes()).await?;
+    copy.send(binary_copy(movements)).await?;
     copy.finish().await?;
     Ok(())
 }
 
-/// A value in COPY's text format: backslash, tab, newline and carriage return escaped.
-fn copy_text(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.contains(['\\', '\t', '\n', '\r']) {
-        s.replace('\\', "\\\\").replace('\t', "\\t").replace('\n', "\\n").replace('\r', "\\r").into()
-    } else {
-        s.into()
+/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// The rows in COPY's binary format, in the column order of the COPY statement.
+fn binary_copy(movements: &[&MovementRow]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(19 + movements.len() * 150);
+    out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    out.extend_from_slice(&0i32.to_be_bytes()); // flags
+    out.extend_from_slice(&0i32.to_be_bytes()); // header extension
+    let text = |out: &mut Vec<u8>, s: &str| {
+        out.extend_from_slice(&(s.len() as i32).to_be_bytes());
+        out.extend_from_slice(s.as_bytes());
+    };
+    let int8 = |out: &mut Vec<u8>, v: i64| {
+        out.extend_from_slice(&8i32.to_be_bytes());
+        out.extend_from_slice(&v.to_be_bytes());
+    };
+    let time = |out: &mut Vec<u8>, t: &DateTime<Utc>| int8(out, t.timestamp_micros() - PG_EPOCH_MICROS);
+    for m in movements {
+        out.extend_from_slice(&12i16.to_be_bytes());
+        text(&mut out, &m.article_id);
+        text(&mut out, &m.charge);
+        text(&mut out, &m.warehouse);
+        time(&mut out, &m.posted_at);
+        int8(&mut out, m.sequence);
+        out.extend_from_slice(&2i32.to_be_bytes());
+        out.extend_from_slice(&m.leg.to_be_bytes());
+        text(&mut out, m.kind);
+        int8(&mut out, m.delta);
+        int8(&mut out, m.balance);
+        time(&mut out, &m.recorded_at);
+        out.extend_from_slice(&16i32.to_be_bytes());
+        out.extend_from_slice(m.event_id.as_bytes());
+        match &m.reservation_id {
+            Some(r) => text(&mut out, r),
+            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
     }
+    out.extend_from_slice(&(-1i16).to_be_bytes());
+    out
 }
 
 async fn insert_dead_letters(

@@ -36,11 +36,11 @@ async fn database() -> anyhow::Result<PgPool> {
 
 async fn apply(pool: &PgPool, sql: &Statements, batch: &[Incoming], cache: &mut StateCache, mode: &Mode) -> anyhow::Result<Outcome> {
     let mut tx = pool.begin().await?;
-    let outcome = apply_batch(&mut tx, sql, TOPIC, batch, cache, mode).await?;
+    let mut outcome = apply_batch(&mut tx, sql, TOPIC, batch, cache, mode).await?;
     tx.commit().await?;
-    for (stream, state) in &outcome.states {
-        cache.put(stream.clone(), state.clone());
-    }
+    let states = outcome.states.clone();
+    cache.keep(&mut outcome);
+    outcome.states = states;
     Ok(outcome)
 }
 
@@ -299,5 +299,34 @@ async fn a_gap_is_parked_and_redriven_once_the_missing_event_arrives() -> anyhow
     assert_eq!((report.applied, report.still_parked), (2, 0), "{report:?}");
     let (on_hand, _) = stock(&pool, "A").await?;
     assert_eq!(on_hand, 11);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_moved_by_another_writer_fails_the_batch_and_its_retry_is_exact() -> anyhow::Result<()> {
+    let pool = database().await?;
+    let sql = Statements::new(Generation::new(1));
+    let history = history();
+    let (first, rest) = history.split_at(8);
+    let (second, third) = rest.split_at(rest.len() / 2);
+    // This instance holds A's state after the first part.
+    let mut mine = StateCache::default();
+    apply(&pool, &sql, &records(first), &mut mine, &Mode::Live).await?;
+    // Another writer (say an instance during a rebalance) applies the second part.
+    let second: Vec<Incoming> = second.iter().enumerate().map(|(i, e)| incoming(e, 100 + i as i64)).collect();
+    apply(&pool, &sql, &second, &mut StateCache::default(), &Mode::Live).await?;
+    let before = checksum(&pool, &Generation::new(1)).await?;
+    // This instance's cached state is behind: the third part must not be folded onto it.
+    let third: Vec<Incoming> = third.iter().enumerate().map(|(i, e)| incoming(e, 200 + i as i64)).collect();
+    let mut tx = pool.begin().await?;
+    let failed = apply_batch(&mut tx, &sql, TOPIC, &third, &mut mine, &Mode::Live).await;
+    assert!(matches!(failed, Err(projector::store::ApplyError::Conflict)), "{failed:?}");
+    tx.rollback().await?;
+    assert_eq!(checksum(&pool, &Generation::new(1)).await?, before, "nothing of the failed batch stays");
+    // Applied again, from the stored rows: the same read models as in one go.
+    apply(&pool, &sql, &third, &mut mine, &Mode::Live).await?;
+    let at_once = database().await?;
+    apply(&at_once, &sql, &records(&history), &mut StateCache::default(), &Mode::Live).await?;
+    assert_eq!(checksum(&pool, &Generation::new(1)).await?, checksum(&at_once, &Generation::new(1)).await?);
     Ok(())
 }
