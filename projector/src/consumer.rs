@@ -8,13 +8,16 @@
 //! stored). Offsets are also committed to Kafka, only so that standard lag
 //! tools see them.
 //!
-//! Rebalances happen inside `recv()`, which the loop calls only between
-//! batches, so a batch in hand is always finished before its partitions are
-//! given up; records fetched for partitions revoked while a batch gathers are
-//! dropped (their new owner resumes from the stored offsets). When a rebuild
-//! has moved the pointer to a new generation, the next batch notices it in its
-//! transaction, is rolled back, and every assigned partition is positioned at
-//! the new generation's offsets.
+//! While the lanes apply a batch, the loop receives the records of the next
+//! one. Rebalances happen inside `recv()`, so partitions may be given up while
+//! a batch of theirs is applied: the new owner resumes from the offsets
+//! stored so far and may apply the same records at the same time; the stream
+//! rows (moved only from where a batch found them) let one of the two commit
+//! and send the other back, which then finds them applied (exactly once
+//! still). Records received for partitions revoked meanwhile are dropped.
+//! When a rebuild has moved the pointer to a new generation, the next batch
+//! notices it in its transaction, is rolled back, and every assigned
+//! partition is positioned at the new generation's offsets.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -176,15 +179,19 @@ impl Projector {
 
         let batch_wait = Duration::from_millis(self.settings.batch_wait_ms);
         let mut cache = StateCache::default();
+        // Records received while the previous batch was applied: the next batch starts with them.
+        let mut early: Vec<Incoming> = Vec::new();
         loop {
-            let first = tokio::select! {
-                () = shutdown.cancelled() => break,
-                message = consumer.recv() => message,
-            };
-            let mut batch = Vec::with_capacity(self.settings.batch_size);
-            match first {
-                Ok(m) => batch.push(Incoming::from_message(&m)),
-                Err(e) => tracing::warn!(error = %e, "consumer error"),
+            let mut batch = std::mem::take(&mut early);
+            if batch.is_empty() {
+                let first = tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    message = consumer.recv() => message,
+                };
+                match first {
+                    Ok(m) => batch.push(Incoming::from_message(&m)),
+                    Err(e) => tracing::warn!(error = %e, "consumer error"),
+                }
             }
             let deadline = tokio::time::Instant::now() + batch_wait;
             while batch.len() < self.settings.batch_size {
@@ -201,7 +208,22 @@ impl Projector {
             if batch.is_empty() {
                 continue;
             }
-            let (lanes, applied) = self.apply(&sql, &topic, lanes::split(batch, self.settings.lanes), &mut cache, &shutdown).await;
+            // While the lanes apply this batch, the next one is received
+            // (copying records out of the consumer is serial work).
+            let (lanes, applied) = {
+                let apply = self.apply(&sql, &topic, lanes::split(batch, self.settings.lanes), &mut cache, &shutdown);
+                tokio::pin!(apply);
+                loop {
+                    tokio::select! {
+                        biased;
+                        done = &mut apply => break done,
+                        message = consumer.recv(), if early.len() < self.settings.batch_size => match message {
+                            Ok(m) => early.push(Incoming::from_message(&m)),
+                            Err(e) => tracing::warn!(error = %e, "consumer error"),
+                        },
+                    }
+                }
+            };
             match applied? {
                 Applied::Committed(outcome) => self.after_commit(&consumer, &sql, &topic, &lanes, outcome).await,
                 Applied::GenerationChanged(id) => {
@@ -210,6 +232,8 @@ impl Projector {
                     *shared.lock().expect("generation poisoned") = generation.clone();
                     sql = Arc::new(Statements::new(generation));
                     cache.clear();
+                    // Received for the old positions: the new generation's offsets decide.
+                    early.clear();
                     self.reposition(&consumer, &topic)?;
                 }
             }

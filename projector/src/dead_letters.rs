@@ -67,7 +67,7 @@ impl DeadLetterTopic {
             let r = &batch[p.index];
             let (partition, offset) = (r.partition.to_string(), r.offset.to_string());
             let mut headers = OwnedHeaders::new();
-            for (k, v) in &r.headers {
+            for (k, v) in r.headers.iter() {
                 headers = headers.insert(Header { key: k, value: Some(v.as_bytes()) });
             }
             for (k, v) in [

@@ -124,7 +124,12 @@ pub fn stock_document(article: &str, state: &ArticleState) -> Document {
     Document {
         key: stock_key(article),
         version: state.version as i64,
-        body: serde_json::to_vec(&doc).expect("document serialises"),
+        body: {
+            // Sized for a few charges and warehouses: growing the buffer copied it again and again.
+            let mut body = Vec::with_capacity(256 + 256 * state.charges.len());
+            serde_json::to_writer(&mut body, &doc).expect("document serialises");
+            body
+        },
         tags: vec![article_tag(article)],
     }
 }

@@ -69,6 +69,8 @@ pub struct ChargeRow {
     pub reserved: i64,
     /// Every warehouse the charge was ever in, by id.
     pub warehouses: BTreeMap<String, WarehouseStock>,
+    /// The row is in the table already (written by an earlier batch): updated, not inserted.
+    pub stored: bool,
 }
 
 /// A row of `reservations` (an open reservation).
@@ -119,6 +121,14 @@ pub struct CategoryDelta {
 impl CategoryDelta {
     fn is_zero(&self) -> bool {
         (self.charges, self.charges_in_stock, self.on_hand, self.blocked) == (0, 0, 0, 0)
+    }
+
+    /// Subtracts `other`'s figures (not its event count) from `self`'s.
+    fn subtract(&mut self, other: &CategoryDelta) {
+        self.charges -= other.charges;
+        self.charges_in_stock -= other.charges_in_stock;
+        self.on_hand -= other.on_hand;
+        self.blocked -= other.blocked;
     }
 
     /// Adds `other` to `self`.
@@ -183,6 +193,8 @@ pub struct StreamChanges {
     pub categories: BTreeMap<String, CategoryDelta>,
     pub tags: BTreeSet<String>,
     pub stock_document: Option<Document>,
+    /// The stock document is in the table already (an earlier batch wrote it).
+    pub stock_document_stored: bool,
 }
 
 impl StreamProjection {
@@ -211,7 +223,14 @@ impl StreamProjection {
     pub fn apply(&mut self, envelope: &Envelope) -> Result<(), Unfoldable> {
         let event = &envelope.event;
         check_foldable(&self.state, event)?;
-        let affected = affected_charges(&self.state, event);
+        let every_charge: Vec<ChargeNo>;
+        let affected: &[ChargeNo] = match event {
+            Event::ArticleCategoryChanged(_) => {
+                every_charge = self.state.charges.keys().cloned().collect();
+                &every_charge
+            }
+            _ => affected_charge(event).map_or(&[], std::slice::from_ref),
+        };
         for charge in affected.iter().chain(reserved_charge(event)) {
             if !self.charges_before.contains_key(charge) {
                 let row = charge_row(&self.article_id, &self.state, charge);
@@ -223,12 +242,32 @@ impl StreamProjection {
         {
             self.reservations_before.insert(id.clone(), self.state.reservations.get(id).cloned());
         }
-        let before = contributions(&self.state, &affected);
         let latest = self.state.latest_posting;
-        self.state = evolve(std::mem::take(&mut self.state), event);
-        let after = contributions(&self.state, &affected);
-        for (category, delta) in diff(before, after) {
-            self.categories.entry(category).or_default().add(&delta);
+        if let Event::ArticleCategoryChanged(_) = event {
+            // Its charges move from one category's summary to another's.
+            let before = contributions(&self.state, affected);
+            self.state = evolve(std::mem::take(&mut self.state), event);
+            let after = contributions(&self.state, affected);
+            for (category, delta) in diff(before, after) {
+                self.categories.entry(category).or_default().add(&delta);
+            }
+        } else {
+            // The category stays: only its figures move (no map, no copy of its name).
+            let before = contribution(&self.state, affected).map(|(_, d)| d).unwrap_or_default();
+            self.state = evolve(std::mem::take(&mut self.state), event);
+            if let Some((category, after)) = contribution(&self.state, affected) {
+                let mut delta = after;
+                delta.subtract(&before);
+                if !delta.is_zero() {
+                    delta.events = 1;
+                    match self.categories.get_mut(category) {
+                        Some(sum) => sum.add(&delta),
+                        None => {
+                            self.categories.insert(category.to_owned(), delta);
+                        }
+                    }
+                }
+            }
         }
         self.movements.extend(movements(envelope, latest));
         if let Event::StockReserved(e) = event {
@@ -271,11 +310,12 @@ impl StreamProjection {
 
         let mut charges = Vec::new();
         for (charge, before) in &self.charges_before {
-            if let Some(row) = charge_row(article_id, &state, charge)
+            if let Some(mut row) = charge_row(article_id, &state, charge)
                 && before.as_ref() != Some(&row)
             {
                 // A category's charge list shows every charge's figures.
                 tags.insert(category_tag(&row.category));
+                row.stored = before.is_some();
                 charges.push(row);
             }
         }
@@ -311,6 +351,7 @@ impl StreamProjection {
             categories: self.categories,
             tags,
             stock_document,
+            stock_document_stored: self.article_before.is_some(),
             state,
         }
     }
@@ -336,20 +377,36 @@ fn reservation_of(event: &Event) -> Option<&ReservationId> {
     }
 }
 
-/// The charges whose category summary an event may change.
-fn affected_charges(state: &ArticleState, event: &Event) -> Vec<ChargeNo> {
+/// The one charge whose category summary an event may change (a category
+/// change affects every charge of the article: handled apart).
+fn affected_charge(event: &Event) -> Option<&ChargeNo> {
     match event {
-        Event::ArticleCategoryChanged(_) => state.charges.keys().cloned().collect(),
-        Event::ChargeRegistered(e) => vec![e.charge.clone()],
-        Event::QualityResultRecorded(e) => vec![e.charge.clone()],
-        Event::ChargeBlocked(e) => vec![e.charge.clone()],
-        Event::ChargeReleased(e) => vec![e.charge.clone()],
-        Event::StockReceived(e) => vec![e.charge.clone()],
-        Event::StockIssued(e) => vec![e.charge.clone()],
-        Event::StockTransferred(e) => vec![e.charge.clone()],
-        Event::InventoryCounted(e) => vec![e.charge.clone()],
-        _ => Vec::new(),
+        Event::ChargeRegistered(e) => Some(&e.charge),
+        Event::QualityResultRecorded(e) => Some(&e.charge),
+        Event::ChargeBlocked(e) => Some(&e.charge),
+        Event::ChargeReleased(e) => Some(&e.charge),
+        Event::StockReceived(e) => Some(&e.charge),
+        Event::StockIssued(e) => Some(&e.charge),
+        Event::StockTransferred(e) => Some(&e.charge),
+        Event::InventoryCounted(e) => Some(&e.charge),
+        _ => None,
     }
+}
+
+/// What the given charges add to the summary of the article's category
+/// (`None` before the article is registered).
+fn contribution<'s>(state: &'s ArticleState, charges: &[ChargeNo]) -> Option<(&'s str, CategoryDelta)> {
+    let info = state.article.as_ref()?;
+    let mut sum = CategoryDelta::default();
+    for charge in charges {
+        let Some(c) = state.charges.get(charge) else { continue };
+        let on_hand: i64 = c.stock.values().map(|b| b.on_hand).sum();
+        sum.charges += 1;
+        sum.charges_in_stock += i64::from(on_hand > 0);
+        sum.on_hand += on_hand;
+        sum.blocked += i64::from(c.blocked.is_some());
+    }
+    Some((info.category.as_str(), sum))
 }
 
 /// What the given charges add to their category's summary.
@@ -476,6 +533,7 @@ pub fn charge_row(article_id: &str, state: &ArticleState, charge: &ChargeNo) -> 
         on_hand: warehouses.values().map(|w| w.on_hand).sum(),
         reserved: warehouses.values().map(|w| w.reserved).sum(),
         warehouses,
+        stored: false,
     })
 }
 

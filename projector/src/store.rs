@@ -19,7 +19,9 @@
 //! this process committed last are folded from its cache without reading
 //! their rows at all.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use events::ArticleState;
@@ -29,7 +31,7 @@ use sqlx::PgConnection;
 
 use crate::documents::{CategoryRow, Document, category_document};
 use crate::model::{
-    ArticleRow, MovementRow, CategoryDelta, LowStock, LowStockRow, ReservationRow, StoredCharge, StreamChanges, StreamProjection,
+    ArticleRow, ChargeRow, MovementRow, CategoryDelta, LowStock, LowStockRow, ReservationRow, StoredCharge, StreamChanges, StreamProjection,
     WarehouseStock, rebuild_state,
 };
 use crate::record::Incoming;
@@ -91,7 +93,7 @@ pub enum Mode {
     Live,
     /// Building a new generation: as live, but poison an operator skipped in
     /// the serving generation (by partition and offset) is skipped again.
-    Build { skipped: HashSet<(i32, i64)> },
+    Build { skipped: std::collections::HashSet<(i32, i64)> },
     /// Parked records of halted streams, applied again after a fix; with
     /// `skip_first`, the first one is passed over (an operator's decision).
     Redrive { skip_first: bool },
@@ -224,12 +226,14 @@ pub struct Statements {
     upsert_low_stock: String,
     delete_low_stock: String,
     upsert_charges: String,
+    update_charges: String,
     upsert_reservations: String,
     delete_reservations: String,
     copy_movements: String,
     shift_balances: String,
     upsert_categories: String,
     upsert_documents: String,
+    update_documents: String,
     update_streams: String,
     insert_dead_letters: String,
     update_dead_letters: String,
@@ -288,6 +292,17 @@ impl Statements {
                      quality_status = excluded.quality_status, blocked_reason = excluded.blocked_reason,
                      on_hand = excluded.on_hand, reserved = excluded.reserved, warehouses = excluded.warehouses"
             ),
+            // Charges already stored: an update is cheaper than an insert that conflicts.
+            update_charges: format!(
+                "update {s}.charges c set category = u.category, production_date = u.production_date,
+                     expiry_date = u.expiry_date, quality_status = u.quality_status, blocked_reason = u.blocked_reason,
+                     on_hand = u.on_hand, reserved = u.reserved, warehouses = u.warehouses
+                 from unnest($1::text[], $2::text[], $3::text[], $4::date[], $5::date[], $6::text[],
+                             $7::text[], $8::int8[], $9::int8[], $10::jsonb[])
+                     as u(article_id, charge, category, production_date, expiry_date, quality_status,
+                          blocked_reason, on_hand, reserved, warehouses)
+                 where c.article_id = u.article_id and c.charge = u.charge"
+            ),
             upsert_reservations: format!(
                 "insert into {s}.reservations (article_id, reservation_id, charge, warehouse, reference, remaining, reserved_at)
                  select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::timestamptz[])
@@ -333,6 +348,11 @@ impl Statements {
                 "insert into {s}.documents (key, version, body)
                  select * from unnest($1::text[], $2::int8[], $3::bytea[])
                  on conflict (key) do update set version = excluded.version, body = excluded.body"
+            ),
+            update_documents: format!(
+                "update {s}.documents d set version = u.version, body = u.body
+                 from unnest($1::text[], $2::int8[], $3::bytea[]) as u(key, version, body)
+                 where d.key = u.key"
             ),
             // Moves only rows still where the batch found them; in stream order.
             update_streams: format!(
@@ -451,7 +471,7 @@ pub async fn apply_batch(
     }
 
     let mut dead_letter_updates: Vec<(i64, &'static str, &'static str, String)> = Vec::new();
-    let mut first_in_stream: HashSet<std::borrow::Cow<'_, str>> = HashSet::new();
+    let mut first_in_stream: HashSet<std::borrow::Cow<'_, str>> = HashSet::default();
     for (index, record) in batch.iter().enumerate() {
         let Some(stream) = record.stream() else {
             // Nothing says whose it is: park it; it halts no stream.
@@ -689,12 +709,31 @@ async fn move_streams(tx: &mut PgConnection, sql: &Statements, changes: &[Change
 }
 
 async fn upsert_documents(tx: &mut PgConnection, sql: &Statements, documents: &[Document]) -> Result<(), sqlx::Error> {
-    let query = sqlx::query(&sql.upsert_documents)
+    timed("upsert_documents", documents_query(&sql.upsert_documents, documents).execute(&mut *tx)).await?;
+    Ok(())
+}
+
+/// `statement` (an upsert or an update of documents) bound to `documents`.
+fn documents_query<'q>(statement: &'q str, documents: &'q [Document]) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(statement)
         .bind(documents.iter().map(|d| d.key.as_str()).collect::<Vec<_>>())
         .bind(documents.iter().map(|d| d.version).collect::<Vec<_>>())
-        .bind(documents.iter().map(|d| d.body.as_slice()).collect::<Vec<_>>());
-    timed("upsert_documents", query.execute(&mut *tx)).await?;
-    Ok(())
+        .bind(documents.iter().map(|d| d.body.as_slice()).collect::<Vec<_>>())
+}
+
+/// `statement` (an upsert or an update of charges) bound to `charges`.
+fn charges_query<'q>(statement: &'q str, charges: &[&'q ChargeRow]) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(statement)
+        .bind(charges.iter().map(|c| c.article_id.as_str()).collect::<Vec<_>>())
+        .bind(charges.iter().map(|c| c.charge.as_str()).collect::<Vec<_>>())
+        .bind(charges.iter().map(|c| c.category.as_str()).collect::<Vec<_>>())
+        .bind(charges.iter().map(|c| c.production_date).collect::<Vec<_>>())
+        .bind(charges.iter().map(|c| c.expiry_date).collect::<Vec<_>>())
+        .bind(charges.iter().map(|c| c.quality_status).collect::<Vec<_>>())
+        .bind(charges.iter().map(|c| c.blocked_reason.as_deref()).collect::<Vec<_>>())
+        .bind(charges.iter().map(|c| c.on_hand).collect::<Vec<_>>())
+        .bind(charges.iter().map(|c| c.reserved).collect::<Vec<_>>())
+        .bind(charges.iter().map(|c| sqlx::types::Json(&c.warehouses)).collect::<Vec<_>>())
 }
 
 /// What a batch changes in rows that other lanes' batches change too: the
@@ -793,20 +832,18 @@ async fn write_changes(
         timed("delete_low_stock", sqlx::query(&sql.delete_low_stock).bind(&recovered).execute(&mut *tx)).await?;
     }
 
-    let charges: Vec<_> = changes.iter().flat_map(|(_, c, ..)| &c.charges).collect();
-    if !charges.is_empty() {
-        let query = sqlx::query(&sql.upsert_charges)
-            .bind(charges.iter().map(|c| c.article_id.as_str()).collect::<Vec<_>>())
-            .bind(charges.iter().map(|c| c.charge.as_str()).collect::<Vec<_>>())
-            .bind(charges.iter().map(|c| c.category.as_str()).collect::<Vec<_>>())
-            .bind(charges.iter().map(|c| c.production_date).collect::<Vec<_>>())
-            .bind(charges.iter().map(|c| c.expiry_date).collect::<Vec<_>>())
-            .bind(charges.iter().map(|c| c.quality_status).collect::<Vec<_>>())
-            .bind(charges.iter().map(|c| c.blocked_reason.as_deref()).collect::<Vec<_>>())
-            .bind(charges.iter().map(|c| c.on_hand).collect::<Vec<_>>())
-            .bind(charges.iter().map(|c| c.reserved).collect::<Vec<_>>())
-            .bind(charges.iter().map(|c| sqlx::types::Json(&c.warehouses)).collect::<Vec<_>>());
-        timed("upsert_charges", query.execute(&mut *tx)).await?;
+    let (stored, new): (Vec<&ChargeRow>, Vec<&ChargeRow>) =
+        changes.iter().flat_map(|(_, c, ..)| &c.charges).partition(|c| c.stored);
+    if !stored.is_empty() {
+        let updated = timed("update_charges", charges_query(&sql.update_charges, &stored).execute(&mut *tx)).await?;
+        if updated.rows_affected() < stored.len() as u64 {
+            // A row thought stored is not: write them all the safe way.
+            tracing::warn!(expected = stored.len(), updated = updated.rows_affected(), "charge rows missing; upserting");
+            timed("upsert_charges", charges_query(&sql.upsert_charges, &stored).execute(&mut *tx)).await?;
+        }
+    }
+    if !new.is_empty() {
+        timed("upsert_charges", charges_query(&sql.upsert_charges, &new).execute(&mut *tx)).await?;
     }
 
     let reservations: Vec<_> = changes.iter().flat_map(|(_, c, ..)| &c.reservations).collect();
@@ -852,12 +889,26 @@ async fn write_changes(
         }
     }
 
-    let mut documents: Vec<Document> = changes.iter().filter_map(|(_, c, ..)| c.stock_document.clone()).collect();
-    if !documents.is_empty() {
-        // In key order, so that two instances lock shared rows in the same order.
-        documents.sort_by(|a, b| a.key.cmp(&b.key));
-        upsert_documents(tx, sql, &documents).await?;
+    // In key order, so that two instances lock shared rows in the same order.
+    let mut documents: Vec<(Document, bool)> =
+        changes.iter().filter_map(|(_, c, ..)| Some((c.stock_document.clone()?, c.stock_document_stored))).collect();
+    documents.sort_by(|a, b| a.0.key.cmp(&b.0.key));
+    let (stored, new): (Vec<Document>, Vec<Document>) = {
+        let (stored, new): (Vec<_>, Vec<_>) = documents.into_iter().partition(|(_, stored)| *stored);
+        (stored.into_iter().map(|(d, _)| d).collect(), new.into_iter().map(|(d, _)| d).collect())
+    };
+    if !stored.is_empty() {
+        let updated = timed("update_documents", documents_query(&sql.update_documents, &stored).execute(&mut *tx)).await?;
+        if updated.rows_affected() < stored.len() as u64 {
+            tracing::warn!(expected = stored.len(), updated = updated.rows_affected(), "documents missing; upserting");
+            upsert_documents(tx, sql, &stored).await?;
+        }
     }
+    if !new.is_empty() {
+        upsert_documents(tx, sql, &new).await?;
+    }
+    let mut documents = stored;
+    documents.extend(new);
     outcome.documents = documents;
     Ok(())
 }
