@@ -54,7 +54,9 @@ pub(crate) async fn serve_bare(port: u16, body: Vec<u8>) -> anyhow::Result<()> {
 
 /// Serves `GET /articles/{article}/stock` computed per request from the movements.
 pub(crate) async fn serve_sum(port: u16, database_url: String) -> anyhow::Result<()> {
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(8).connect(&database_url).await?;
+    // The services' own pool settings (no ping per query), so the comparison is of the queries.
+    let settings = platform::db::DatabaseSettings { url: database_url, max_connections: 8, ..Default::default() };
+    let pool = platform::db::pool(&settings)?;
     async fn stock(State(pool): State<PgPool>, Path(article): Path<String>) -> axum::response::Response {
         let rows: Result<Vec<(String, String, i64)>, _> = sqlx::query_as(
             "select charge, warehouse, sum(delta)::int8 from rm_1.movements where article_id = $1
