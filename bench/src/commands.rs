@@ -171,7 +171,7 @@ async fn baseline(url: &str, clients: usize, duration: Duration) -> anyhow::Resu
     .await?;
     let s = summarize(latencies, start.elapsed());
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    Ok(Load { per_second: s.per_second, p50: ms(s.p50), p99: ms(s.p99) })
+    Ok(Load { per_second: s.per_second, p50: ms(s.p50), p99: ms(s.p99), cpu_us: f64::NAN })
 }
 
 /// The round with the median throughput.

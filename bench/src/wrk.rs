@@ -4,12 +4,31 @@
 
 use std::path::Path;
 
-/// One wrk run: requests per second and latency percentiles in milliseconds.
+/// One wrk run: requests per second and latency percentiles in milliseconds,
+/// and the CPU time the whole machine spent per request (every process:
+/// the server, the databases, and wrk itself), in microseconds.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Load {
     pub(crate) per_second: f64,
     pub(crate) p50: f64,
     pub(crate) p99: f64,
+    pub(crate) cpu_us: f64,
+}
+
+/// CPU seconds the machine has spent busy (all cores, from /proc/stat).
+fn busy_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
+    let busy: f64 = fields.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
+    busy / 100.0
 }
 
 /// Where wrk runs.
@@ -41,6 +60,7 @@ pub(crate) async fn run(
         }
         Placement::Anywhere => tokio::process::Command::new("wrk"),
     };
+    let busy_before = busy_cpu_seconds();
     let output = command
         .args(["--latency", "-t1"])
         .arg(format!("-c{connections}"))
@@ -50,6 +70,7 @@ pub(crate) async fn run(
         .arg(base)
         .output()
         .await?;
+    let busy = busy_cpu_seconds() - busy_before;
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     anyhow::ensure!(output.status.success(), "wrk failed: {}", String::from_utf8_lossy(&output.stderr));
     anyhow::ensure!(!text.contains("Non-2xx"), "non-2xx answers during the run:\n{text}");
@@ -62,7 +83,9 @@ pub(crate) async fn run(
         let raw = line.trim_start().trim_start_matches(prefix).split_whitespace().next().unwrap_or_default();
         raw.parse::<f64>().ok().map_or_else(|| duration_ms(raw), Ok)
     };
-    Ok(Load { per_second: value("Requests/sec:")?, p50: value("50%")?, p99: value("99%")? })
+    let per_second = value("Requests/sec:")?;
+    let requests = per_second * seconds as f64;
+    Ok(Load { per_second, p50: value("50%")?, p99: value("99%")?, cpu_us: busy * 1e6 / requests.max(1.0) })
 }
 
 /// wrk's latency figures: `412.00us`, `1.20ms`, `2.01s`.

@@ -59,6 +59,6 @@ pub struct ProjectorSettings {
 
 impl Default for ProjectorSettings {
     fn default() -> Self {
-        Self { group_id: "erp-projector".into(), batch_size: 50_000, lanes: 2, batch_wait_ms: 5, fetch_wait_ms: 20 }
+        Self { group_id: "erp-projector".into(), batch_size: 100_000, lanes: 2, batch_wait_ms: 5, fetch_wait_ms: 20 }
     }
 }
