@@ -26,7 +26,7 @@ use testkit::TestEnv;
 
 use crate::drive;
 use crate::stats::summarize;
-use crate::wrk::{Load, Placement};
+use crate::wrk::{Load, Placement, median, median_load};
 
 /// What one configuration of the service is measured with.
 #[derive(Debug, Clone, Copy)]
@@ -172,16 +172,4 @@ async fn baseline(url: &str, clients: usize, duration: Duration) -> anyhow::Resu
     let s = summarize(latencies, start.elapsed());
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     Ok(Load { per_second: s.per_second, p50: ms(s.p50), p99: ms(s.p99), cpu_us: f64::NAN })
-}
-
-/// The round with the median throughput.
-fn median_load(loads: &[Load]) -> Load {
-    let mut sorted = loads.to_vec();
-    sorted.sort_by(|a, b| a.per_second.total_cmp(&b.per_second));
-    sorted[sorted.len() / 2]
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }

@@ -110,6 +110,9 @@ enum Bench {
         /// wrk's connections.
         #[arg(long, default_value_t = 32)]
         connections: usize,
+        /// Rounds alternating the bare handler and the memory tier (the median round is reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// (Used by `queries`.) Serves the bytes of FILE for every stock request.
     #[command(hide = true)]
@@ -130,8 +133,8 @@ async fn main() -> anyhow::Result<()> {
         Bench::Projector { events, articles, batch_size, skew, rate, seconds, parts, lanes } => {
             projector::run(events, articles, batch_size, skew, rate, seconds, &parts, lanes).await
         }
-        Bench::Queries { events, articles, hot, seconds, connections } => {
-            queries::run(events, articles, hot, seconds, connections).await
+        Bench::Queries { events, articles, hot, seconds, connections, rounds } => {
+            queries::run(queries::Plan { events, articles, hot, seconds, connections, rounds: rounds.max(1) }).await
         }
         Bench::ServeBare { port, file } => queries::serve_bare(port, std::fs::read(file)?).await,
         Bench::ServeSum { port, database_url } => queries::serve_sum(port, database_url).await,

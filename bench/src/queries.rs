@@ -12,6 +12,11 @@
 //! pinned and use whatever is free.
 //!
 //! Lines:
+//! Bare and memory are measured in alternating rounds (the median round of
+//! each is reported, with the per-round ratios); the memory tier and the SUM
+//! are also measured one request at a time (one connection), where the
+//! latency of a request is what its work costs rather than its queueing.
+//!
 //! - bare: an axum handler returning the stored bytes of one document, no layers;
 //! - memory: the query-service with every tier, warmed (in-process hits);
 //! - redis: the query-service with `APP_CACHE__TIERS=redis,postgres`;
@@ -35,7 +40,7 @@ use testkit::TestEnv;
 use testkit::events::cloudevent;
 
 use crate::projector::history;
-use crate::wrk::{Load, Placement};
+use crate::wrk::{Load, Placement, median, median_load};
 
 /// Serves `GET /articles/{article}/stock` with the same bytes for every article.
 pub(crate) async fn serve_bare(port: u16, body: Vec<u8>) -> anyhow::Result<()> {
@@ -139,44 +144,75 @@ async fn wait_for(base: &str) -> anyhow::Result<()> {
     .await
 }
 
-pub(crate) async fn run(events: usize, articles: usize, hot: usize, seconds: u64, connections: usize) -> anyhow::Result<()> {
+/// Starts a query-service pinned to core 0 serving from `tiers` and waits until it answers.
+async fn query_service(env: &TestEnv, exe: &std::path::Path, tiers: &str) -> anyhow::Result<(tokio::process::Child, String)> {
+    let port = testkit::free_port();
+    let settings = [
+        ("APP_HTTP__PORT", port.to_string()),
+        ("APP_DATABASE__URL", env.database.url.clone()),
+        ("APP_REDIS__URL", env.redis.url.clone()),
+        ("APP_REDIS__KEY_PREFIX", env.redis.key_prefix.clone()),
+        ("APP_KAFKA__BROKERS", env.kafka.brokers.clone()),
+        ("APP_CACHE__TIERS", tiers.to_owned()),
+    ];
+    let service = spawn_pinned(exe, &[], &settings)?;
+    let base = format!("http://127.0.0.1:{port}");
+    wait_for(&base).await?;
+    Ok((service, base))
+}
+
+/// What one run measures.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Plan {
+    pub(crate) events: usize,
+    pub(crate) articles: usize,
+    pub(crate) hot: usize,
+    pub(crate) seconds: u64,
+    pub(crate) connections: usize,
+    pub(crate) rounds: usize,
+}
+
+pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
+    let Plan { events, articles, hot, seconds, connections, rounds } = plan;
     let env = TestEnv::new(1).await?;
     load(&env, events, articles).await?;
     let pool = env.pool().await?;
     let (body,): (Vec<u8>,) = sqlx::query_as("select body from rm_1.documents where key = 'stock:B-0'").fetch_one(&pool).await?;
     let exe = std::env::current_exe()?;
-    let query_service = exe.with_file_name("query-service");
-    anyhow::ensure!(query_service.exists(), "build the query-service in release mode first");
+    let query_service_exe = exe.with_file_name("query-service");
+    anyhow::ensure!(query_service_exe.exists(), "build the query-service in release mode first");
     let mut lines: Vec<(&str, Load)> = Vec::new();
 
+    // Bare handler and memory tier, in rounds that alternate them: the
+    // machine's noise then falls on both alike. Both servers stay up, idle
+    // while the other is measured.
     let port = testkit::free_port();
     let body_file = std::env::temp_dir().join(format!("erp-bench-body-{}.json", std::process::id()));
     std::fs::write(&body_file, &body)?;
     let bare = spawn_pinned(&exe, &["serve-bare".into(), port.to_string(), body_file.display().to_string()], &[])?;
-    let base = format!("http://127.0.0.1:{port}");
-    wait_for(&base).await?;
-    eprintln!("bare handler ...");
-    lines.push(("bare axum handler, same bytes", wrk(&base, articles, hot, seconds, connections).await?));
-    drop(bare);
+    let bare_base = format!("http://127.0.0.1:{port}");
+    wait_for(&bare_base).await?;
+    let (memory, memory_base) = query_service(&env, &query_service_exe, "memory,redis,postgres").await?;
+    // Warm the memory tier (a short run the figures do not include).
+    wrk(&memory_base, articles, hot, 2, connections).await?;
+    let (mut bares, mut memories) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        eprintln!("bare handler, round {} ...", round + 1);
+        bares.push(wrk(&bare_base, articles, hot, seconds, connections).await?);
+        eprintln!("query-service, memory hits, round {} ...", round + 1);
+        memories.push(wrk(&memory_base, articles, hot, seconds, connections).await?);
+    }
+    lines.push(("bare axum handler, same bytes", median_load(&bares)));
+    lines.push(("query-service, memory hits", median_load(&memories)));
+    eprintln!("memory hits, one request at a time ...");
+    let memory_alone = wrk(&memory_base, articles, hot, seconds, 1).await?;
+    drop((bare, memory));
 
     for (name, tiers) in [
-        ("query-service, memory hits", "memory,redis,postgres"),
         ("query-service, Redis hits (no memory tier)", "redis,postgres"),
         ("query-service, PostgreSQL hits (no memory, no Redis)", "postgres"),
     ] {
-        let port = testkit::free_port();
-        let settings = [
-            ("APP_HTTP__PORT", port.to_string()),
-            ("APP_DATABASE__URL", env.database.url.clone()),
-            ("APP_REDIS__URL", env.redis.url.clone()),
-            ("APP_REDIS__KEY_PREFIX", env.redis.key_prefix.clone()),
-            ("APP_KAFKA__BROKERS", env.kafka.brokers.clone()),
-            ("APP_CACHE__TIERS", tiers.to_owned()),
-        ];
-        let service = spawn_pinned(&query_service, &[], &settings)?;
-        let base = format!("http://127.0.0.1:{port}");
-        wait_for(&base).await?;
-        // Warm the tiers (a short run the figures do not include).
+        let (service, base) = query_service(&env, &query_service_exe, tiers).await?;
         wrk(&base, articles, hot, 2, connections).await?;
         eprintln!("{name} ...");
         lines.push((name, wrk(&base, articles, hot, seconds, connections).await?));
@@ -189,11 +225,14 @@ pub(crate) async fn run(events: usize, articles: usize, hot: usize, seconds: u64
     wait_for(&base).await?;
     eprintln!("SUM per request ...");
     lines.push(("SUM over the movements per request", wrk(&base, articles, hot, seconds, connections).await?));
+    eprintln!("SUM per request, one request at a time ...");
+    let sum_alone = wrk(&base, articles, hot, seconds, 1).await?;
     drop(sum);
 
     let bare = lines[0].1;
     println!("\nquery-service: GET /articles/{{id}}/stock over {hot} articles (of {articles}, {events} events), wrk -t1 -c{connections} -d{seconds}s");
-    println!("server pinned to core 0 with one tokio worker, wrk to core 1; PostgreSQL and Redis not pinned\n");
+    println!("server pinned to core 0 with one tokio worker, wrk to core 1; PostgreSQL and Redis not pinned");
+    println!("bare and memory: the median of {rounds} rounds alternating them\n");
     println!("| line | requests/s | p50 | p99 | ratio to bare | machine CPU per request |");
     println!("|---|---:|---:|---:|---:|---:|");
     for (name, l) in &lines {
@@ -208,12 +247,30 @@ pub(crate) async fn run(events: usize, articles: usize, hot: usize, seconds: u64
     }
     let memory = lines[1].1;
     let sum = lines[4].1;
+    let ratios: Vec<f64> = memories.iter().zip(&bares).map(|(m, b)| m.per_second / b.per_second).collect();
+    let p99s: Vec<f64> = memories.iter().zip(&bares).map(|(m, b)| m.p99 - b.p99).collect();
+    let list = |v: &[f64], f: &dyn Fn(f64) -> String| v.iter().map(|x| f(*x)).collect::<Vec<_>>().join(", ");
     println!(
-        "\nmemory tier vs SUM per request: {:.1}x the requests/s, {:.1}x less CPU per request (the bare handler: {:.1}x the requests/s)",
+        "\nmemory tier vs bare, per round: {} (median {:.2}x); p99 minus bare's: {} (median {:+.3} ms)",
+        list(&ratios, &|r| format!("{r:.2}x")),
+        median(ratios.clone()),
+        list(&p99s, &|d| format!("{d:+.3} ms")),
+        median(p99s.clone())
+    );
+    println!(
+        "memory tier vs SUM per request, {connections} connections: {:.1}x the requests/s, {:.1}x less machine CPU per request (the bare handler: {:.1}x the requests/s)",
         memory.per_second / sum.per_second,
         sum.cpu_us / memory.cpu_us,
         bare.per_second / sum.per_second
     );
-    println!("memory tier p99 {:.3} ms vs bare {:.3} ms: {:+.3} ms", memory.p99, bare.p99, memory.p99 - bare.p99);
+    println!(
+        "one request at a time (wrk -c1): memory p50 {:.3} ms, p99 {:.3} ms; SUM p50 {:.3} ms, p99 {:.3} ms: {:.1}x faster at p50, {:.1}x the requests/s",
+        memory_alone.p50,
+        memory_alone.p99,
+        sum_alone.p50,
+        sum_alone.p99,
+        sum_alone.p50 / memory_alone.p50,
+        memory_alone.per_second / sum_alone.per_second
+    );
     Ok(())
 }

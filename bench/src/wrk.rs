@@ -15,6 +15,18 @@ pub(crate) struct Load {
     pub(crate) cpu_us: f64,
 }
 
+/// The round with the median throughput.
+pub(crate) fn median_load(loads: &[Load]) -> Load {
+    let mut sorted = loads.to_vec();
+    sorted.sort_by(|a, b| a.per_second.total_cmp(&b.per_second));
+    sorted[sorted.len() / 2]
+}
+
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
 /// CPU seconds the machine has spent busy (all cores, from /proc/stat).
 fn busy_cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
