@@ -32,7 +32,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-
 use events::{ArticleState, Command, CommandMeta, Context, DomainError, Envelope, Policy, StreamId, decide, evolve};
 use platform::db::Dedicated;
 use serde::Serialize;
@@ -216,15 +215,7 @@ impl Lane {
         };
         match result {
             Ok(()) => {
-                self.wake.committed();
-                for (job, decided) in jobs.into_iter().zip(decided) {
-                    let outcome = match decided {
-                        Decided::Accepted { answer } => Ok(Outcome::Accepted(answer)),
-                        Decided::Refused(rule) => Err(ExecuteError::Rule(rule)),
-                        Decided::Replay => unreachable!("the fast path takes no idempotency keys"),
-                    };
-                    let _ = job.reply.send(outcome);
-                }
+                self.answer(jobs, decided).await;
                 Ok(())
             }
             Err(AppendError::Conflict) => {
@@ -234,14 +225,34 @@ impl Lane {
             }
             Err(e) => {
                 self.cache.clear();
-                // The connection may be broken: the next batch connects anew.
-                self.connection.discard();
-                let shared = ExecuteErrorKind::from(e);
-                for job in jobs {
-                    let _ = job.reply.send(Err(shared.to_error()));
-                }
+                self.fail(jobs, e);
                 Ok(())
             }
+        }
+    }
+
+    /// Answers the jobs of a committed batch and wakes the relay.
+    async fn answer(&self, jobs: Vec<Job>, decided: Vec<Decided>) {
+        self.wake.committed();
+        for (job, decided) in jobs.into_iter().zip(decided) {
+            let outcome = match decided {
+                Decided::Accepted { answer } => Ok(Outcome::Accepted(answer)),
+                Decided::Refused(rule) => Err(ExecuteError::Rule(rule)),
+                Decided::Replay => replay(&self.pool, job.key.as_ref().expect("replays have keys")).await,
+            };
+            let _ = job.reply.send(outcome);
+        }
+    }
+
+    /// Answers every job of a batch that could not be written with `e`.
+    fn fail(&mut self, jobs: Vec<Job>, e: AppendError) {
+        if matches!(e, AppendError::Database(_)) {
+            // The connection may be broken: the next batch connects anew.
+            self.connection.discard();
+        }
+        let shared = ExecuteErrorKind::from(e);
+        for job in jobs {
+            let _ = job.reply.send(Err(shared.to_error()));
         }
     }
 }
@@ -265,27 +276,8 @@ async fn commit_locked(lane: &mut Lane, jobs: Vec<Job>) {
         }
     };
     match results {
-        Ok(decided) => {
-            lane.wake.committed();
-            for (job, decided) in jobs.into_iter().zip(decided) {
-                let outcome = match decided {
-                    Decided::Accepted { answer } => Ok(Outcome::Accepted(answer)),
-                    Decided::Refused(rule) => Err(ExecuteError::Rule(rule)),
-                    Decided::Replay => replay(&lane.pool, job.key.as_ref().expect("replays have keys")).await,
-                };
-                let _ = job.reply.send(outcome);
-            }
-        }
-        Err(e) => {
-            if matches!(e, AppendError::Database(_)) {
-                // The connection may be broken: the next batch connects anew.
-                lane.connection.discard();
-            }
-            let shared = ExecuteErrorKind::from(e);
-            for job in jobs {
-                let _ = job.reply.send(Err(shared.to_error()));
-            }
-        }
+        Ok(decided) => lane.answer(jobs, decided).await,
+        Err(e) => lane.fail(jobs, e),
     }
 }
 
@@ -398,7 +390,7 @@ impl DecidedBatch {
             .iter()
             .map(|(s, expected)| {
                 let state = &self.states[s];
-                let due = state.version >= self.snapshots[s] + store::SNAPSHOT_EVERY;
+                let due = self.snapshot_due(s, state.version);
                 store::StreamWrite {
                     stream: s.clone(),
                     expected: *expected,
@@ -412,13 +404,18 @@ impl DecidedBatch {
 
     /// Each job's outcome; the new states of the streams written go into `cache`.
     fn into_outcome(mut self, cache: &mut StateCache) -> Vec<Decided> {
-        for (s, _) in self.touched {
+        for (s, _) in std::mem::take(&mut self.touched) {
             let state = self.states.remove(&s).expect("touched streams were loaded");
-            let previous = self.snapshots[&s];
-            let snapshot = if state.version >= previous + store::SNAPSHOT_EVERY { state.version } else { previous };
+            let snapshot = if self.snapshot_due(&s, state.version) { state.version } else { self.snapshots[&s] };
             cache.put(s, state, snapshot);
         }
         self.decided
+    }
+
+    /// Whether a stream at `version` is due a new snapshot: every
+    /// [`store::SNAPSHOT_EVERY`] events after its latest stored one.
+    fn snapshot_due(&self, stream: &StreamId, version: u64) -> bool {
+        version >= self.snapshots[stream] + store::SNAPSHOT_EVERY
     }
 }
 

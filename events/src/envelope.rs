@@ -210,12 +210,11 @@ impl Attributes {
     /// (`&str`) or give them (`String`): only the ones kept as text are copied.
     fn read<S: AsRef<str> + Into<String>>(header: impl Fn(&str) -> Option<S>) -> Result<Self, EnvelopeError> {
         let get = |name: &'static str| header(name).ok_or(EnvelopeError::MissingHeader(name));
-        let parse = |name: &'static str| -> Result<S, EnvelopeError> { get(name) };
         let number = |name: &'static str| -> Result<u64, EnvelopeError> {
-            parse(name)?.as_ref().parse().map_err(|_| EnvelopeError::BadHeader(name))
+            get(name)?.as_ref().parse().map_err(|_| EnvelopeError::BadHeader(name))
         };
         let uuid = |name: &'static str| -> Result<Uuid, EnvelopeError> {
-            parse(name)?.as_ref().parse().map_err(|_| EnvelopeError::BadHeader(name))
+            get(name)?.as_ref().parse().map_err(|_| EnvelopeError::BadHeader(name))
         };
         let parse_time = |name: &'static str| -> Result<DateTime<Utc>, EnvelopeError> {
             DateTime::parse_from_rfc3339(get(name)?.as_ref())

@@ -133,7 +133,6 @@ impl std::fmt::Debug for Projector {
     }
 }
 
-
 impl Projector {
     pub fn new(
         pool: PgPool,
@@ -298,10 +297,10 @@ impl Projector {
         tracing::debug!(applied = outcome.applied, duplicates = outcome.duplicates, parked = outcome.parked.len(), "batch applied");
         match self.sink.publish(sql.generation.id, &outcome.documents, &outcome.tags).await {
             Ok(()) => {
-                for id in &outcome.redis_outbox_ids {
-                    let delete = format!("delete from {}.redis_outbox where id = $1", sql.generation.schema);
-                    if let Err(e) = sqlx::query(&delete).bind(id).execute(&self.pool).await {
-                        tracing::debug!(error = %e, "cannot clear the Redis outbox row; the repair will");
+                if !outcome.redis_outbox_ids.is_empty() {
+                    let delete = format!("delete from {}.redis_outbox where id = any($1)", sql.generation.schema);
+                    if let Err(e) = sqlx::query(&delete).bind(&outcome.redis_outbox_ids).execute(&self.pool).await {
+                        tracing::debug!(error = %e, "cannot clear the Redis outbox rows; the repair will");
                     }
                 }
             }

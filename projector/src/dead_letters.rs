@@ -209,10 +209,11 @@ async fn redrive_stream(
     let (report, outcome) = run_redrive(pool, generation, topic, stream, skip_first).await?;
     if let Err(e) = sink.publish(generation.id, &outcome.documents, &outcome.tags).await {
         tracing::warn!(error = %e, "pushing documents to Redis failed; the projector's repair catches up");
-    } else {
-        for id in &outcome.redis_outbox_ids {
-            sqlx::query(&format!("delete from {}.redis_outbox where id = $1", generation.schema)).bind(id).execute(pool).await?;
-        }
+    } else if !outcome.redis_outbox_ids.is_empty() {
+        sqlx::query(&format!("delete from {}.redis_outbox where id = any($1)", generation.schema))
+            .bind(&outcome.redis_outbox_ids)
+            .execute(pool)
+            .await?;
     }
     Ok(report)
 }

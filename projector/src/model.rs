@@ -409,20 +409,9 @@ fn contribution<'s>(state: &'s ArticleState, charges: &[ChargeNo]) -> Option<(&'
     Some((info.category.as_str(), sum))
 }
 
-/// What the given charges add to their category's summary.
+/// [`contribution`] as a map by category (empty before the article is registered).
 fn contributions(state: &ArticleState, charges: &[ChargeNo]) -> BTreeMap<String, CategoryDelta> {
-    let mut sums: BTreeMap<String, CategoryDelta> = BTreeMap::new();
-    let Some(info) = &state.article else { return sums };
-    for charge in charges {
-        let Some(c) = state.charges.get(charge) else { continue };
-        let on_hand: i64 = c.stock.values().map(|b| b.on_hand).sum();
-        let sum = sums.entry(info.category.to_string()).or_default();
-        sum.charges += 1;
-        sum.charges_in_stock += i64::from(on_hand > 0);
-        sum.on_hand += on_hand;
-        sum.blocked += i64::from(c.blocked.is_some());
-    }
-    sums
+    contribution(state, charges).map(|(category, sum)| (category.to_owned(), sum)).into_iter().collect()
 }
 
 /// Per category, after − before, for the categories that changed (each counted as one event).
@@ -431,11 +420,7 @@ fn diff(
     mut after: BTreeMap<String, CategoryDelta>,
 ) -> BTreeMap<String, CategoryDelta> {
     for (category, b) in before {
-        let a = after.entry(category).or_default();
-        a.charges -= b.charges;
-        a.charges_in_stock -= b.charges_in_stock;
-        a.on_hand -= b.on_hand;
-        a.blocked -= b.blocked;
+        after.entry(category).or_default().subtract(&b);
     }
     after.retain(|_, d| !d.is_zero());
     for d in after.values_mut() {

@@ -708,11 +708,6 @@ async fn move_streams(tx: &mut PgConnection, sql: &Statements, changes: &[Change
     Ok(())
 }
 
-async fn upsert_documents(tx: &mut PgConnection, sql: &Statements, documents: &[Document]) -> Result<(), sqlx::Error> {
-    timed("upsert_documents", documents_query(&sql.upsert_documents, documents).execute(&mut *tx)).await?;
-    Ok(())
-}
-
 /// `statement` (an upsert or an update of documents) bound to `documents`.
 fn documents_query<'q>(statement: &'q str, documents: &'q [Document]) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     sqlx::query(statement)
@@ -722,7 +717,7 @@ fn documents_query<'q>(statement: &'q str, documents: &'q [Document]) -> sqlx::q
 }
 
 /// `statement` (an upsert or an update of charges) bound to `charges`.
-fn charges_query<'q>(statement: &'q str, charges: &[&'q ChargeRow]) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+fn charges_query<'q>(statement: &'q str, charges: &'q [&'q ChargeRow]) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     sqlx::query(statement)
         .bind(charges.iter().map(|c| c.article_id.as_str()).collect::<Vec<_>>())
         .bind(charges.iter().map(|c| c.charge.as_str()).collect::<Vec<_>>())
@@ -770,7 +765,7 @@ async fn write_shared(tx: &mut PgConnection, sql: &Statements, shared: SharedCha
             .bind(categories.values().map(|d| d.events).collect::<Vec<_>>());
         let rows = timed("upsert_categories", query.fetch_all(&mut *tx)).await?;
         let documents: Vec<Document> = rows.iter().map(category_document).collect();
-        upsert_documents(tx, sql, &documents).await?;
+        timed("upsert_documents", documents_query(&sql.upsert_documents, &documents).execute(&mut *tx)).await?;
         outcome.documents.extend(documents);
     }
     if !outcome.documents.is_empty() {
@@ -834,17 +829,8 @@ async fn write_changes(
 
     let (stored, new): (Vec<&ChargeRow>, Vec<&ChargeRow>) =
         changes.iter().flat_map(|(_, c, ..)| &c.charges).partition(|c| c.stored);
-    if !stored.is_empty() {
-        let updated = timed("update_charges", charges_query(&sql.update_charges, &stored).execute(&mut *tx)).await?;
-        if updated.rows_affected() < stored.len() as u64 {
-            // A row thought stored is not: write them all the safe way.
-            tracing::warn!(expected = stored.len(), updated = updated.rows_affected(), "charge rows missing; upserting");
-            timed("upsert_charges", charges_query(&sql.upsert_charges, &stored).execute(&mut *tx)).await?;
-        }
-    }
-    if !new.is_empty() {
-        timed("upsert_charges", charges_query(&sql.upsert_charges, &new).execute(&mut *tx)).await?;
-    }
+    let statements = [("update_charges", sql.update_charges.as_str()), ("upsert_charges", sql.upsert_charges.as_str())];
+    update_then_upsert(tx, statements, &stored, &new, charges_query).await?;
 
     let reservations: Vec<_> = changes.iter().flat_map(|(_, c, ..)| &c.reservations).collect();
     if !reservations.is_empty() {
@@ -890,26 +876,42 @@ async fn write_changes(
     }
 
     // In key order, so that two instances lock shared rows in the same order.
-    let mut documents: Vec<(Document, bool)> =
-        changes.iter().filter_map(|(_, c, ..)| Some((c.stock_document.clone()?, c.stock_document_stored))).collect();
-    documents.sort_by(|a, b| a.0.key.cmp(&b.0.key));
-    let (stored, new): (Vec<Document>, Vec<Document>) = {
-        let (stored, new): (Vec<_>, Vec<_>) = documents.into_iter().partition(|(_, stored)| *stored);
-        (stored.into_iter().map(|(d, _)| d).collect(), new.into_iter().map(|(d, _)| d).collect())
-    };
+    let (mut stored, mut new) = (Vec::new(), Vec::new());
+    for (_, c, ..) in changes {
+        if let Some(document) = &c.stock_document {
+            if c.stock_document_stored { &mut stored } else { &mut new }.push(document.clone());
+        }
+    }
+    stored.sort_by(|a, b| a.key.cmp(&b.key));
+    new.sort_by(|a, b| a.key.cmp(&b.key));
+    let statements = [("update_documents", sql.update_documents.as_str()), ("upsert_documents", sql.upsert_documents.as_str())];
+    update_then_upsert(tx, statements, &stored, &new, documents_query).await?;
+    stored.extend(new);
+    outcome.documents = stored;
+    Ok(())
+}
+
+/// Writes `stored` rows (written by an earlier batch) with the update and
+/// `new` ones with the upsert of `statements` (named for the metrics): an
+/// update costs less than an insert that conflicts. Should the update miss a
+/// row thought stored, the stored rows are upserted too.
+async fn update_then_upsert<'q, T>(
+    tx: &mut PgConnection,
+    [(update_name, update), (upsert_name, upsert)]: [(&'static str, &'q str); 2],
+    stored: &'q [T],
+    new: &'q [T],
+    query: impl Fn(&'q str, &'q [T]) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) -> Result<(), sqlx::Error> {
     if !stored.is_empty() {
-        let updated = timed("update_documents", documents_query(&sql.update_documents, &stored).execute(&mut *tx)).await?;
+        let updated = timed(update_name, query(update, stored).execute(&mut *tx)).await?;
         if updated.rows_affected() < stored.len() as u64 {
-            tracing::warn!(expected = stored.len(), updated = updated.rows_affected(), "documents missing; upserting");
-            upsert_documents(tx, sql, &stored).await?;
+            tracing::warn!(statement = update_name, expected = stored.len(), updated = updated.rows_affected(), "rows missing; upserting");
+            timed(upsert_name, query(upsert, stored).execute(&mut *tx)).await?;
         }
     }
     if !new.is_empty() {
-        upsert_documents(tx, sql, &new).await?;
+        timed(upsert_name, query(upsert, new).execute(&mut *tx)).await?;
     }
-    let mut documents = stored;
-    documents.extend(new);
-    outcome.documents = documents;
     Ok(())
 }
 
