@@ -373,7 +373,7 @@ fn streams_of(jobs: &[Job]) -> Vec<&StreamId> {
 /// A batch decided in memory, not yet written.
 struct DecidedBatch {
     decided: Vec<Decided>,
-    records: Vec<events::RecordedEvent>,
+    records: Vec<Envelope>,
     states: BTreeMap<StreamId, ArticleState>,
     /// Version of each stream's latest stored snapshot.
     snapshots: HashMap<StreamId, u64>,
@@ -384,7 +384,7 @@ struct DecidedBatch {
 impl DecidedBatch {
     /// What to write: the events, and per stream written its versions and,
     /// every [`store::SNAPSHOT_EVERY`] events, its state as a snapshot.
-    fn writes(&mut self) -> (Vec<events::RecordedEvent>, Vec<store::StreamWrite>) {
+    fn writes(&mut self) -> (Vec<Envelope>, Vec<store::StreamWrite>) {
         let streams = self
             .touched
             .iter()
@@ -395,7 +395,7 @@ impl DecidedBatch {
                     stream: s.clone(),
                     expected: *expected,
                     version: state.version,
-                    snapshot: due.then(|| serde_json::to_value(state).expect("a state serialises")),
+                    snapshot: due.then(|| serde_json::to_string(state).expect("a state serialises")),
                 }
             })
             .collect();
@@ -443,7 +443,6 @@ fn decide_all(
                     touched.push((job.stream.clone(), state.version));
                 }
                 *state = envelopes.iter().map(|e| &e.event).fold(std::mem::take(state), evolve);
-                records.extend(envelopes.iter().map(Envelope::to_record));
                 decided.push(Decided::Accepted {
                     answer: Accepted {
                         event_ids: envelopes.iter().map(|e| e.event_id).collect(),
@@ -452,6 +451,7 @@ fn decide_all(
                         consistency_token: format!("{}@{}", job.stream, state.version),
                     },
                 });
+                records.extend(envelopes);
             }
             Err(rule) => decided.push(Decided::Refused(rule)),
         }

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use events::{ArticleState, RecordedEvent, StreamId};
+use events::{ArticleState, Envelope, RecordedEvent, StreamId};
 use sqlx::PgConnection;
 
 use platform::metrics::timed;
@@ -169,7 +169,8 @@ pub struct StreamWrite {
     pub stream: StreamId,
     pub expected: u64,
     pub version: u64,
-    pub snapshot: Option<serde_json::Value>,
+    /// The state as JSON text.
+    pub snapshot: Option<String>,
 }
 
 /// Appends `records` with their outbox rows, moves the versions of the
@@ -184,13 +185,16 @@ pub struct StreamWrite {
 #[tracing::instrument(skip_all, fields(events = records.len()), err)]
 pub async fn append<'c>(
     conn: impl sqlx::PgExecutor<'c>,
-    records: &[RecordedEvent],
+    records: &[Envelope],
     streams: &[StreamWrite],
     notify: bool,
 ) -> Result<(), AppendError> {
     if records.is_empty() {
         return Ok(());
     }
+    // The data as JSON text, stored as it is (a `json` column): PostgreSQL
+    // checks it, but builds no jsonb from it.
+    let data: Vec<String> = records.iter().map(|r| r.event.data_json()).collect();
     let statement = sqlx::query(
         "select append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
     )
@@ -202,14 +206,14 @@ pub async fn append<'c>(
     .bind(records.iter().map(|r| r.stream_id.as_str()).collect::<Vec<_>>())
     .bind(records.iter().map(|r| r.sequence as i64).collect::<Vec<_>>())
     .bind(records.iter().map(|r| r.event_id).collect::<Vec<_>>())
-    .bind(records.iter().map(|r| r.event_type.as_str()).collect::<Vec<_>>())
+    .bind(records.iter().map(|r| r.event.event_type()).collect::<Vec<_>>())
     .bind(records.iter().map(|r| r.schema_version as i32).collect::<Vec<_>>())
     .bind(records.iter().map(|r| r.posted_at).collect::<Vec<_>>())
     .bind(records.iter().map(|r| r.recorded_at).collect::<Vec<_>>())
     .bind(records.iter().map(|r| r.correlation_id.as_str()).collect::<Vec<_>>())
     .bind(records.iter().map(|r| r.causation_id).collect::<Vec<_>>())
     .bind(records.iter().map(|r| r.actor.as_str()).collect::<Vec<_>>())
-    .bind(records.iter().map(|r| &r.data).collect::<Vec<_>>());
+    .bind(data);
     let result = timed("append_batch", statement.execute(conn)).await;
     match result {
         Ok(_) => Ok(()),

@@ -346,6 +346,14 @@ mod tests {
     }
 
     #[test]
+    fn the_data_text_is_the_data_value() {
+        for env in sample() {
+            let text = env.event.data_json();
+            assert_eq!(serde_json::from_str::<serde_json::Value>(&text).unwrap(), env.event.data());
+        }
+    }
+
+    #[test]
     fn an_envelope_survives_its_stored_form() {
         let env = sample().remove(1);
         let json = serde_json::to_string(&env.to_record()).unwrap();

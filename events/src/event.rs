@@ -282,6 +282,16 @@ macro_rules! event_impls {
                 .expect("events serialise to JSON")
             }
 
+            /// The event's data as JSON text, without envelope: what
+            /// [`Self::data`] holds, written directly (the event store keeps
+            /// this text; no intermediate value is built).
+            pub fn data_json(&self) -> String {
+                match self {
+                    $(Event::$variant(e) => serde_json::to_string(e),)*
+                }
+                .expect("events serialise to JSON")
+            }
+
             /// The article the event belongs to: its stream and its Kafka key.
             pub fn article(&self) -> &ArticleId {
                 match self {
