@@ -97,8 +97,18 @@ where
 
     fn call(&mut self, mut request: Request<axum::body::Body>) -> Self::Future {
         let start = std::time::Instant::now();
-        let id = match request.headers().get(REQUEST_ID) {
-            Some(id) => id.clone(),
+        // One pass over the headers (a request has few) rather than a hashed
+        // lookup per name.
+        let (mut sent_id, mut correlation) = (None, None);
+        for (name, value) in request.headers() {
+            if *name == REQUEST_ID {
+                sent_id.get_or_insert_with(|| value.clone());
+            } else if *name == CORRELATION_ID {
+                correlation.get_or_insert_with(|| value.clone());
+            }
+        }
+        let id = match sent_id {
+            Some(id) => id,
             None => {
                 let id = next_request_id();
                 request.headers_mut().insert(REQUEST_ID, id.clone());
@@ -108,7 +118,7 @@ where
         let route = request.extensions().get::<MatchedPath>().cloned();
         let method = request.method().clone();
         let span = if tracing::enabled!(tracing::Level::INFO) {
-            let correlation = request.headers().get(CORRELATION_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let correlation = correlation.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
             tracing::info_span!(
                 "http",
                 method = %method,
@@ -192,20 +202,26 @@ where
 }
 
 /// A request id unique in this process and, by its random prefix, across
-/// processes: `{16 hex digits}-{16 hex digits of a counter}`. Cheaper than a random UUID per
-/// request (no system call).
+/// processes: `{16 hex digits}-{16 hex digits of a counter}`. Cheaper than a
+/// random UUID per request (no system call); the prefix is formatted once.
 fn next_request_id() -> axum::http::HeaderValue {
     use std::sync::atomic::{AtomicU64, Ordering};
-    static PREFIX: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| uuid::Uuid::new_v4().as_u64_pair().0);
-    static NEXT: AtomicU64 = AtomicU64::new(1);
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    static PREFIX: std::sync::LazyLock<[u8; 17]> = std::sync::LazyLock::new(|| {
+        let random = uuid::Uuid::new_v4().as_u64_pair().0;
+        let mut prefix = [b'-'; 17];
+        for (i, digit) in prefix[..16].iter_mut().enumerate() {
+            *digit = HEX[((random >> ((15 - i) * 4)) & 0xf) as usize];
+        }
+        prefix
+    });
+    static NEXT: AtomicU64 = AtomicU64::new(1);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let mut id = [0u8; 33];
-    for (i, shift) in (0..16).rev().enumerate() {
-        id[i] = HEX[((*PREFIX >> (shift * 4)) & 0xf) as usize];
-        id[17 + i] = HEX[((n >> (shift * 4)) & 0xf) as usize];
+    id[..17].copy_from_slice(&*PREFIX);
+    for (i, digit) in id[17..].iter_mut().enumerate() {
+        *digit = HEX[((n >> ((15 - i) * 4)) & 0xf) as usize];
     }
-    id[16] = b'-';
     axum::http::HeaderValue::from_bytes(&id).expect("hex is a valid header")
 }
 
@@ -214,4 +230,21 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_request_id;
+
+    #[test]
+    fn request_ids_share_the_process_prefix_and_count_up() {
+        let (a, b) = (next_request_id(), next_request_id());
+        let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+        assert_eq!(a.len(), 33);
+        assert_eq!(&a[..17], &b[..17]);
+        assert_eq!(a.as_bytes()[16], b'-');
+        let count = |id: &str| u64::from_str_radix(&id[17..], 16).unwrap();
+        assert!(count(b) > count(a));
+        assert!(a[..16].bytes().all(|c| c.is_ascii_hexdigit()));
+    }
 }
