@@ -11,12 +11,14 @@
 //! core 1 with one thread; PostgreSQL and Redis (system services) are not
 //! pinned and use whatever is free.
 //!
-//! Lines:
-//! Bare and memory are measured in alternating rounds (the median round of
-//! each is reported, with the per-round ratios); the memory tier and the SUM
-//! are also measured one request at a time (one connection), where the
-//! latency of a request is what its work costs rather than its queueing.
+//! Bare, memory and SUM are measured in alternating rounds (the median round
+//! of each is reported, with the per-round ratios: the machine's noise then
+//! falls on all three alike); the memory tier and the SUM are also measured
+//! one request at a time (one connection), where the latency of a request is
+//! what its work costs rather than its queueing. Before measuring, the
+//! database is vacuumed and checkpointed, as in steady state.
 //!
+//! Lines:
 //! - bare: an axum handler returning the stored bytes of one document, no layers;
 //! - memory: the query-service with every tier, warmed (in-process hits);
 //! - redis: the query-service with `APP_CACHE__TIERS=redis,postgres`;
@@ -110,7 +112,14 @@ async fn load(env: &TestEnv, events: usize, articles: usize) -> anyhow::Result<(
         cache.keep(&mut outcome);
     }
     let (movements,): (i64,) = sqlx::query_as("select count(*) from rm_1.movements").fetch_one(&pool).await?;
-    sqlx::query("analyze").execute(&pool).await?;
+    // Settle the database as in steady state: the load leaves a million
+    // rows without hint bits or visibility map (the first reads would write
+    // them) and autovacuum and a checkpoint due, which would otherwise land
+    // in whichever line runs first.
+    sqlx::query("vacuum (analyze)").execute(&pool).await?;
+    if let Err(e) = sqlx::query("checkpoint").execute(&pool).await {
+        eprintln!("no checkpoint before measuring ({e})");
+    }
     let sink = projector::sink::RedisSink::new(env.redis.clone())?;
     projector::sink::repair(&pool, &sink, &Generation::new(1), Duration::ZERO).await?;
     eprintln!("loaded {} events ({movements} movements) over {articles} articles", envelopes.len());
@@ -193,20 +202,29 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
     let bare_base = format!("http://127.0.0.1:{port}");
     wait_for(&bare_base).await?;
     let (memory, memory_base) = query_service(&env, &query_service_exe, "memory,redis,postgres").await?;
-    // Warm the memory tier (a short run the figures do not include).
+    let sum_port = testkit::free_port();
+    let sum = spawn_pinned(&exe, &["serve-sum".into(), sum_port.to_string(), env.database.url.clone()], &[])?;
+    let sum_base = format!("http://127.0.0.1:{sum_port}");
+    wait_for(&sum_base).await?;
+    // Warm the memory tier and the SUM's pool (short runs the figures do not include).
     wrk(&memory_base, articles, hot, 2, connections).await?;
-    let (mut bares, mut memories) = (Vec::new(), Vec::new());
+    wrk(&sum_base, articles, hot, 2, connections).await?;
+    let (mut bares, mut memories, mut sums) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         eprintln!("bare handler, round {} ...", round + 1);
         bares.push(wrk(&bare_base, articles, hot, seconds, connections).await?);
         eprintln!("query-service, memory hits, round {} ...", round + 1);
         memories.push(wrk(&memory_base, articles, hot, seconds, connections).await?);
+        eprintln!("SUM per request, round {} ...", round + 1);
+        sums.push(wrk(&sum_base, articles, hot, seconds, connections).await?);
     }
     lines.push(("bare axum handler, same bytes", median_load(&bares)));
     lines.push(("query-service, memory hits", median_load(&memories)));
     eprintln!("memory hits, one request at a time ...");
     let memory_alone = wrk(&memory_base, articles, hot, seconds, 1).await?;
-    drop((bare, memory));
+    eprintln!("SUM per request, one request at a time ...");
+    let sum_alone = wrk(&sum_base, articles, hot, seconds, 1).await?;
+    drop((bare, memory, sum));
 
     for (name, tiers) in [
         ("query-service, Redis hits (no memory tier)", "redis,postgres"),
@@ -219,20 +237,12 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
         drop(service);
     }
 
-    let port = testkit::free_port();
-    let sum = spawn_pinned(&exe, &["serve-sum".into(), port.to_string(), env.database.url.clone()], &[])?;
-    let base = format!("http://127.0.0.1:{port}");
-    wait_for(&base).await?;
-    eprintln!("SUM per request ...");
-    lines.push(("SUM over the movements per request", wrk(&base, articles, hot, seconds, connections).await?));
-    eprintln!("SUM per request, one request at a time ...");
-    let sum_alone = wrk(&base, articles, hot, seconds, 1).await?;
-    drop(sum);
+    lines.push(("SUM over the movements per request", median_load(&sums)));
 
     let bare = lines[0].1;
     println!("\nquery-service: GET /articles/{{id}}/stock over {hot} articles (of {articles}, {events} events), wrk -t1 -c{connections} -d{seconds}s");
     println!("server pinned to core 0 with one tokio worker, wrk to core 1; PostgreSQL and Redis not pinned");
-    println!("bare and memory: the median of {rounds} rounds alternating them\n");
+    println!("bare, memory and SUM: the median of {rounds} rounds alternating them\n");
     println!("| line | requests/s | p50 | p99 | ratio to bare | machine CPU per request |");
     println!("|---|---:|---:|---:|---:|---:|");
     for (name, l) in &lines {
@@ -245,8 +255,6 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
             l.cpu_us
         );
     }
-    let memory = lines[1].1;
-    let sum = lines[4].1;
     let ratios: Vec<f64> = memories.iter().zip(&bares).map(|(m, b)| m.per_second / b.per_second).collect();
     let p99s: Vec<f64> = memories.iter().zip(&bares).map(|(m, b)| m.p99 - b.p99).collect();
     let list = |v: &[f64], f: &dyn Fn(f64) -> String| v.iter().map(|x| f(*x)).collect::<Vec<_>>().join(", ");
@@ -257,11 +265,16 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
         list(&p99s, &|d| format!("{d:+.3} ms")),
         median(p99s.clone())
     );
+    let per_round = |a: &[Load], f: &dyn Fn(&Load, &Load) -> f64| -> Vec<f64> { a.iter().zip(&sums).map(|(x, s)| f(x, s)).collect() };
+    let faster = per_round(&memories, &|m, s| m.per_second / s.per_second);
+    let cheaper = per_round(&memories, &|m, s| s.cpu_us / m.cpu_us);
+    let bare_faster = per_round(&bares, &|b, s| b.per_second / s.per_second);
     println!(
-        "memory tier vs SUM per request, {connections} connections: {:.1}x the requests/s, {:.1}x less machine CPU per request (the bare handler: {:.1}x the requests/s)",
-        memory.per_second / sum.per_second,
-        sum.cpu_us / memory.cpu_us,
-        bare.per_second / sum.per_second
+        "memory tier vs SUM per request, {connections} connections, per round: {} (median {:.1}x the requests/s); machine CPU per request {:.1}x less (median); the bare handler: {:.1}x the requests/s (median)",
+        list(&faster, &|r| format!("{r:.1}x")),
+        median(faster.clone()),
+        median(cheaper),
+        median(bare_faster)
     );
     println!(
         "one request at a time (wrk -c1): memory p50 {:.3} ms, p99 {:.3} ms; SUM p50 {:.3} ms, p99 {:.3} ms: {:.1}x faster at p50, {:.1}x the requests/s",
