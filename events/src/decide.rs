@@ -118,7 +118,7 @@ impl Decider<'_> {
                     requested: quantity,
                 });
             }
-            check_later_balances(&bucket, charge, warehouse, posted_at, -quantity)?;
+            check_later_balances(bucket, charge, warehouse, posted_at, -quantity)?;
         }
         Ok((bucket.balance_at(posted_at) - quantity, bucket.on_hand - quantity))
     }
@@ -307,7 +307,7 @@ impl Decider<'_> {
             return Err(DomainError::BalanceOverflow { charge: c.charge, warehouse: c.warehouse, max: MAX_BALANCE });
         }
         if !self.ctx.policy.allows_negative(&c.warehouse) {
-            check_later_balances(&bucket, &c.charge, &c.warehouse, posted_at, delta)?;
+            check_later_balances(bucket, &c.charge, &c.warehouse, posted_at, delta)?;
         }
         if on_hand_after < bucket.reserved {
             return Err(DomainError::CountBelowReserved {

@@ -412,7 +412,7 @@ impl DocumentCache {
             })
             .filter(|(_, hits)| *hits > 0)
             .collect();
-        hot.sort_by(|a, b| b.1.cmp(&a.1));
+        hot.sort_by_key(|(_, hits)| std::cmp::Reverse(*hits));
         hot.truncate(n);
         hot
     }

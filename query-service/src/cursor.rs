@@ -57,7 +57,7 @@ pub fn encode(kind: &str, key: Vec<Value>) -> String {
 
 fn decode(kind: &str, raw: &str) -> Result<Vec<Value>, ApiError> {
     let bad = || ApiError::bad("cursor", "is not a cursor of this list; pass back the next_cursor of a page unchanged");
-    if raw.len() % 2 != 0 || raw.len() > 4096 {
+    if !raw.len().is_multiple_of(2) || raw.len() > 4096 {
         return Err(bad());
     }
     let bytes: Vec<u8> = (0..raw.len())

@@ -183,7 +183,7 @@ async fn watch(state: AppState, swapped: Arc<Notify>, hot_record_secs: u64, shut
             state.cache.invalidate_all();
         }
         rounds += 1;
-        if rounds % hot_record_secs == 0 {
+        if rounds.is_multiple_of(hot_record_secs) {
             let hot = state.cache.take_hot_documents(200);
             if let Err(e) = state.store.record_hot(&hot).await {
                 tracing::debug!(error = %e, "cannot record the hot documents");

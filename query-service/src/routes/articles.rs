@@ -301,7 +301,7 @@ async fn stock_as_of(
                 Ok(Some(rows))
             })
             .await?
-            .ok_or_else(|| FetchError::Missing(tags(&[article_tag(&article)])))?;
+            .ok_or_else(|| FetchError::Missing(tags(&[article_tag(article)])))?;
         let mut warehouses: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
         for (_, w, n) in &rows {
             *warehouses.entry(w.as_str()).or_default() += n;
@@ -320,7 +320,7 @@ async fn stock_as_of(
                 .map(|(c, w, n)| AsOfCharge { charge: c.clone(), warehouse: w.clone(), on_hand: *n })
                 .collect(),
         };
-        Ok(Entry::computed(serde_json::to_vec(&body).expect("a stock serialises"), tags(&[article_tag(&article)])))
+        Ok(Entry::computed(serde_json::to_vec(&body).expect("a stock serialises"), tags(&[article_tag(article)])))
     };
     serve(state, &headers, None, &key, fetch, no_fresh, || format!("article {article}")).await
 }

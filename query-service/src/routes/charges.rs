@@ -90,15 +90,15 @@ async fn article_charges(
                 }
                 q.push(" order by production_date desc, charge desc limit ").push_bind(limit);
                 let rows: Vec<ChargeItem> = q.build_query_as().fetch_all(&pool).await?;
-                if rows.is_empty() && !exists(&pool, format!("select exists (select 1 from {s}.articles where article_id = $1)"), &[&id]).await? {
+                if rows.is_empty() && !exists(&pool, format!("select exists (select 1 from {s}.articles where article_id = $1)"), &[id]).await? {
                     return Ok(None);
                 }
                 Ok(Some(rows))
             })
             .await?
-            .ok_or_else(|| FetchError::Missing(tags(&[article_tag(&article)])))?;
+            .ok_or_else(|| FetchError::Missing(tags(&[article_tag(article)])))?;
         let body = page_body(rows, page.limit, |r| encode("article-charges", vec![json!(r.production_date), json!(r.charge)]));
-        Ok(Entry::computed(body, tags(&[article_tag(&article)])))
+        Ok(Entry::computed(body, tags(&[article_tag(article)])))
     };
     serve(state, &headers, None, &key, fetch, no_fresh, || format!("article {article}")).await
 }
@@ -308,17 +308,17 @@ async fn movements(
                 q.push(" order by m.posted_at desc, m.sequence desc, m.leg desc limit ").push_bind(limit);
                 let rows: Vec<MovementItem> = q.build_query_as().fetch_all(&pool).await?;
                 let exists_sql = format!("select exists (select 1 from {s}.charges where article_id = $1 and charge = $2)");
-                if rows.is_empty() && !exists(&pool, exists_sql, &[&a, &c]).await? {
+                if rows.is_empty() && !exists(&pool, exists_sql, &[a, c]).await? {
                     return Ok(None);
                 }
                 Ok(Some(rows))
             })
             .await?
-            .ok_or_else(|| FetchError::Missing(tags(&[article_tag(&article)])))?;
+            .ok_or_else(|| FetchError::Missing(tags(&[article_tag(article)])))?;
         let body = page_body(rows, page.limit, |m| {
             encode("movements", vec![json!(m.posted_at), json!(m.sequence), json!(m.leg)])
         });
-        Ok(Entry::computed(body, tags(&[article_tag(&article)])))
+        Ok(Entry::computed(body, tags(&[article_tag(article)])))
     };
     serve(state, &headers, None, &key, fetch, no_fresh, || format!("charge {charge} of article {article}")).await
 }
