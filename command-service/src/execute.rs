@@ -206,11 +206,11 @@ impl Lane {
         // Taken out, not copied: put back decided. Should the append fail, the cache is forgotten.
         let Some(loaded) = self.cache.take_all(&streams_of(&jobs)) else { return Err(jobs) };
         let mut batch = decide_all(&self.policy, &jobs, loaded, |_, _| false);
-        let (records, streams) = batch.writes();
+        let (envelopes, streams) = batch.writes();
         let decided = batch.into_outcome(&mut self.cache);
         let notify = self.wake.through_database();
         let result = match self.connection.get().await {
-            Ok(conn) => store::append(conn, &records, &streams, notify).await,
+            Ok(conn) => store::append(conn, &envelopes, &streams, notify).await,
             Err(e) => Err(e.into()),
         };
         match result {
@@ -341,8 +341,8 @@ async fn try_batch(lane: &mut Lane, jobs: &[Job]) -> Result<Vec<Decided>, Append
     let mut batch = decide_all(&lane.policy, jobs, loaded, |i, job| {
         job.key.as_ref().is_some_and(|k| first_with_key[k.key.as_str()] != i || !claimed.contains(&k.key))
     });
-    let (records, streams) = batch.writes();
-    store::append(&mut *tx, &records, &streams, notify).await?;
+    let (envelopes, streams) = batch.writes();
+    store::append(&mut *tx, &envelopes, &streams, notify).await?;
     let decided = &batch.decided;
     let mut accepted_keys = Vec::new();
     let mut refused_keys = Vec::new();
@@ -373,7 +373,7 @@ fn streams_of(jobs: &[Job]) -> Vec<&StreamId> {
 /// A batch decided in memory, not yet written.
 struct DecidedBatch {
     decided: Vec<Decided>,
-    records: Vec<Envelope>,
+    envelopes: Vec<Envelope>,
     states: BTreeMap<StreamId, ArticleState>,
     /// Version of each stream's latest stored snapshot.
     snapshots: HashMap<StreamId, u64>,
@@ -399,7 +399,7 @@ impl DecidedBatch {
                 }
             })
             .collect();
-        (std::mem::take(&mut self.records), streams)
+        (std::mem::take(&mut self.envelopes), streams)
     }
 
     /// Each job's outcome; the new states of the streams written go into `cache`.
@@ -427,7 +427,7 @@ fn decide_all(
     replays: impl Fn(usize, &Job) -> bool,
 ) -> DecidedBatch {
     let mut decided = Vec::with_capacity(jobs.len());
-    let mut records = Vec::new();
+    let mut written = Vec::new();
     let mut touched = Vec::new();
     for (i, job) in jobs.iter().enumerate() {
         if replays(i, job) {
@@ -451,10 +451,10 @@ fn decide_all(
                         consistency_token: format!("{}@{}", job.stream, state.version),
                     },
                 });
-                records.extend(envelopes);
+                written.extend(envelopes);
             }
             Err(rule) => decided.push(Decided::Refused(rule)),
         }
     }
-    DecidedBatch { decided, records, states, snapshots, touched }
+    DecidedBatch { decided, envelopes: written, states, snapshots, touched }
 }

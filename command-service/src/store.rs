@@ -173,7 +173,7 @@ pub struct StreamWrite {
     pub snapshot: Option<String>,
 }
 
-/// Appends `records` with their outbox rows, moves the versions of the
+/// Appends `envelopes` with their outbox rows, moves the versions of the
 /// streams they belong to (and stores the snapshots that are due) and, with
 /// `notify`, notifies [`OUTBOX_CHANNEL`] on commit, in one round trip (the
 /// `append_batch` function). It
@@ -182,19 +182,19 @@ pub struct StreamWrite {
 /// another writer took one of the sequences, it fails with
 /// [`AppendError::Conflict`] and nothing of it stays. Atomic on its own
 /// (autocommit) or inside a transaction.
-#[tracing::instrument(skip_all, fields(events = records.len()), err)]
+#[tracing::instrument(skip_all, fields(events = envelopes.len()), err)]
 pub async fn append<'c>(
     conn: impl sqlx::PgExecutor<'c>,
-    records: &[Envelope],
+    envelopes: &[Envelope],
     streams: &[StreamWrite],
     notify: bool,
 ) -> Result<(), AppendError> {
-    if records.is_empty() {
+    if envelopes.is_empty() {
         return Ok(());
     }
     // The data as JSON text, stored as it is (a `json` column): PostgreSQL
     // checks it, but builds no jsonb from it.
-    let data: Vec<String> = records.iter().map(|r| r.event.data_json()).collect();
+    let data: Vec<String> = envelopes.iter().map(|e| e.event.data_json()).collect();
     let statement = sqlx::query(
         "select append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
     )
@@ -203,16 +203,16 @@ pub async fn append<'c>(
     .bind(streams.iter().map(|s| s.expected as i64).collect::<Vec<_>>())
     .bind(streams.iter().map(|s| s.version as i64).collect::<Vec<_>>())
     .bind(streams.iter().map(|s| s.snapshot.as_ref()).collect::<Vec<_>>())
-    .bind(records.iter().map(|r| r.stream_id.as_str()).collect::<Vec<_>>())
-    .bind(records.iter().map(|r| r.sequence as i64).collect::<Vec<_>>())
-    .bind(records.iter().map(|r| r.event_id).collect::<Vec<_>>())
-    .bind(records.iter().map(|r| r.event.event_type()).collect::<Vec<_>>())
-    .bind(records.iter().map(|r| r.schema_version as i32).collect::<Vec<_>>())
-    .bind(records.iter().map(|r| r.posted_at).collect::<Vec<_>>())
-    .bind(records.iter().map(|r| r.recorded_at).collect::<Vec<_>>())
-    .bind(records.iter().map(|r| r.correlation_id.as_str()).collect::<Vec<_>>())
-    .bind(records.iter().map(|r| r.causation_id).collect::<Vec<_>>())
-    .bind(records.iter().map(|r| r.actor.as_str()).collect::<Vec<_>>())
+    .bind(envelopes.iter().map(|e| e.stream_id.as_str()).collect::<Vec<_>>())
+    .bind(envelopes.iter().map(|e| e.sequence as i64).collect::<Vec<_>>())
+    .bind(envelopes.iter().map(|e| e.event_id).collect::<Vec<_>>())
+    .bind(envelopes.iter().map(|e| e.event.event_type()).collect::<Vec<_>>())
+    .bind(envelopes.iter().map(|e| e.schema_version as i32).collect::<Vec<_>>())
+    .bind(envelopes.iter().map(|e| e.posted_at).collect::<Vec<_>>())
+    .bind(envelopes.iter().map(|e| e.recorded_at).collect::<Vec<_>>())
+    .bind(envelopes.iter().map(|e| e.correlation_id.as_str()).collect::<Vec<_>>())
+    .bind(envelopes.iter().map(|e| e.causation_id).collect::<Vec<_>>())
+    .bind(envelopes.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>())
     .bind(data);
     let result = timed("append_batch", statement.execute(conn)).await;
     match result {

@@ -13,7 +13,7 @@ use crate::error::ApiError;
 use crate::startup::AppState;
 
 /// The header that carries a consistency token.
-pub const HEADER: &str = "x-consistency-token";
+pub const HEADER: axum::http::HeaderName = axum::http::HeaderName::from_static("x-consistency-token");
 
 /// A position to wait for: a stream and a sequence in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
