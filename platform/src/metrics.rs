@@ -266,6 +266,33 @@ pub static PROJECTOR_LAG_SECONDS: LazyLock<prometheus::GaugeVec> = LazyLock::new
     )
 });
 
+/// Partitions of the events topic this projector instance owns (applies).
+pub static PROJECTOR_PARTITIONS_OWNED: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    register(
+        prometheus::IntGauge::new("erp_projector_partitions_owned", "Partitions of the events topic this instance applies")
+            .expect("valid metric"),
+    )
+});
+
+/// Partitions of the events topic no projector instance owns (nobody applies them).
+pub static PROJECTOR_PARTITIONS_UNOWNED: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    register(
+        prometheus::IntGauge::new("erp_projector_partitions_unowned", "Partitions of the events topic no instance applies")
+            .expect("valid metric"),
+    )
+});
+
+/// How long this projector instance has been behind without applying anything.
+pub static PROJECTOR_STALLED_SECONDS: LazyLock<prometheus::Gauge> = LazyLock::new(|| {
+    register(
+        prometheus::Gauge::new(
+            "erp_projector_stalled_seconds",
+            "Seconds this instance has been behind an owned partition's end without committing a batch; 0 when not behind",
+        )
+        .expect("valid metric"),
+    )
+});
+
 /// Cache lookups by tier (`memory`, `redis`, `postgres`) and result (`hit`, `miss`).
 pub static CACHE_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register(

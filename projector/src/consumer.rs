@@ -1,130 +1,79 @@
-//! The Kafka side of the projector: a consumer group member that collects
-//! batches, has them applied to the serving generation, and resumes from the
-//! offsets stored in PostgreSQL.
+//! The Kafka side of the projector: takes partitions of the events topic
+//! ([`crate::ownership`]), collects batches of their records, has them
+//! applied to the serving generation, and resumes from the offsets stored in
+//! PostgreSQL.
 //!
-//! PostgreSQL, not Kafka, is the source of truth for where a projection stands:
-//! when partitions are assigned, each is positioned at the next offset stored
-//! with the serving generation's read models (from the beginning when none is
-//! stored). Offsets are also committed to Kafka, only so that standard lag
-//! tools see them.
+//! PostgreSQL, not Kafka, is the source of truth for where a projection
+//! stands and for who applies what: a partition is taken through its
+//! advisory lock, then assigned to the consumer at the next offset stored
+//! with the serving generation's read models (from the beginning when none
+//! is stored). Offsets are also committed to Kafka under the consumer group,
+//! only so that standard lag tools see them; the group's membership plays no
+//! part.
+//!
+//! Ownership changes only between batches: a partition is unassigned (and
+//! its records received early dropped) before its lock is released, so the
+//! next owner starts after this instance's last commit. Should two instances
+//! still apply one partition at once (an ownership session lost while a
+//! batch was applied), the stream rows, moved only from where a batch found
+//! them, let one commit and send the other back, which then finds the
+//! records applied (exactly once still).
 //!
 //! While the lanes apply a batch, the loop receives the records of the next
-//! one. Rebalances happen inside `recv()`, so partitions may be given up while
-//! a batch of theirs is applied: the new owner resumes from the offsets
-//! stored so far and may apply the same records at the same time; the stream
-//! rows (moved only from where a batch found them) let one of the two commit
-//! and send the other back, which then finds them applied (exactly once
-//! still). Records received for partitions revoked meanwhile are dropped.
-//! When a rebuild has moved the pointer to a new generation, the next batch
-//! notices it in its transaction, is rolled back, and every assigned
+//! one. When a rebuild has moved the pointer to a new generation, the next
+//! batch notices it in its transaction, is rolled back, and every owned
 //! partition is positioned at the new generation's offsets.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use platform::kafka::KafkaSettings;
 use platform::readmodel::Generation;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::types::RDKafkaRespErr;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sqlx::PgPool;
+use sqlx::postgres::PgConnectOptions;
 use tokio_util::sync::CancellationToken;
 
 use crate::dead_letters::DeadLetterTopic;
+use crate::lanes::{self, Applied};
+use crate::ownership::Ownership;
+use crate::progress::Progress;
 use crate::record::Incoming;
 use crate::settings::ProjectorSettings;
 use crate::sink::{RedisSink, repair};
-use crate::lanes::{self, Applied};
 use crate::store::{ApplyError, Mode, Outcome, StateCache, Statements};
 
-/// Positions assigned partitions from PostgreSQL and tracks which are ours.
-struct Rebalancer {
-    pool: PgPool,
+/// How often the topic's partition list is read again.
+const PARTITIONS_EVERY: Duration = Duration::from_secs(30);
+
+/// The consumer's context: hands librdkafka's statistics (every few
+/// seconds: the end of each partition) to [`Progress`].
+struct Stats {
     topic: String,
-    generation: Arc<Mutex<Generation>>,
-    runtime: tokio::runtime::Handle,
-    assigned: Mutex<HashSet<i32>>,
-    /// Kafka timestamp (ms) of the last applied record, per partition.
-    last_applied_ms: Mutex<HashMap<i32, i64>>,
+    progress: Arc<Progress>,
 }
 
-impl Rebalancer {
-    fn stored_offsets(&self) -> BTreeMap<i32, i64> {
-        let generation = self.generation.lock().expect("generation poisoned").clone();
-        let sql = Statements::new(generation);
-        // Runs inside `recv()` on a runtime worker: block this worker only.
-        let stored = tokio::task::block_in_place(|| {
-            self.runtime.block_on(async {
-                let mut conn = self.pool.acquire().await?;
-                sql.load_offsets(&mut conn, &self.topic).await
-            })
-        });
-        stored.unwrap_or_else(|e| {
-            tracing::error!(error = %e, "cannot read stored offsets; resuming from Kafka's committed offsets");
-            BTreeMap::new()
-        })
-    }
-}
-
-impl ClientContext for Rebalancer {
-    /// librdkafka's statistics (every few seconds): the lag per partition.
+impl ClientContext for Stats {
     fn stats(&self, statistics: rdkafka::Statistics) {
         let Some(topic) = statistics.topics.get(&self.topic) else { return };
-        let last_applied = self.last_applied_ms.lock().expect("lag table poisoned");
-        let now_ms = chrono::Utc::now().timestamp_millis();
-        for (id, partition) in &topic.partitions {
-            if *id < 0 || partition.consumer_lag < 0 {
-                continue;
-            }
-            let label = id.to_string();
-            platform::metrics::PROJECTOR_LAG_OFFSETS.with_label_values(&[&label]).set(partition.consumer_lag);
-            let seconds = match (partition.consumer_lag, last_applied.get(id)) {
-                (0, _) | (_, None) => 0.0,
-                (_, Some(ms)) => (now_ms - ms).max(0) as f64 / 1000.0,
-            };
-            platform::metrics::PROJECTOR_LAG_SECONDS.with_label_values(&[&label]).set(seconds);
-        }
+        let ends = topic.partitions.iter().filter(|(id, p)| **id >= 0 && p.hi_offset >= 0).map(|(id, p)| (*id, p.hi_offset));
+        self.progress.ends(ends);
     }
 }
 
-impl ConsumerContext for Rebalancer {
-    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let stored = self.stored_offsets();
-                let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-                for &p in &partitions {
-                    let offset = stored.get(&p).map_or(Offset::Beginning, |o| Offset::Offset(*o));
-                    if let Err(e) = tpl.set_partition_offset(&self.topic, p, offset) {
-                        tracing::error!(error = %e, partition = p, "cannot position partition");
-                    }
-                }
-                tracing::info!(?partitions, "partitions assigned");
-                *self.assigned.lock().expect("assigned set poisoned") = partitions.into_iter().collect();
-                if let Err(e) = consumer.assign(tpl) {
-                    tracing::error!(error = %e, "assign failed");
-                }
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                tracing::info!("partitions revoked");
-                self.assigned.lock().expect("assigned set poisoned").clear();
-                if let Err(e) = consumer.unassign() {
-                    tracing::error!(error = %e, "unassign failed");
-                }
-            }
-            other => tracing::error!(error = ?other, "rebalance error"),
-        }
-    }
-}
+impl ConsumerContext for Stats {}
 
 /// Consumes the events topic and applies it until shut down.
 pub struct Projector {
     pool: PgPool,
+    connect: PgConnectOptions,
     sink: Arc<RedisSink>,
     kafka: KafkaSettings,
     settings: ProjectorSettings,
     dead_letters: Arc<DeadLetterTopic>,
+    progress: Arc<Progress>,
 }
 
 impl std::fmt::Debug for Projector {
@@ -133,15 +82,27 @@ impl std::fmt::Debug for Projector {
     }
 }
 
+/// The consumer and what the loop knows of its partitions.
+struct Partitions {
+    consumer: StreamConsumer<Stats>,
+    topic: String,
+    ownership: Ownership,
+    /// Every partition of the topic, as last read from the broker.
+    all: Vec<i32>,
+    listed_at: Option<tokio::time::Instant>,
+}
+
 impl Projector {
     pub fn new(
         pool: PgPool,
+        connect: PgConnectOptions,
         sink: Arc<RedisSink>,
         kafka: KafkaSettings,
         settings: ProjectorSettings,
+        progress: Arc<Progress>,
     ) -> anyhow::Result<Self> {
         let dead_letters = Arc::new(DeadLetterTopic::new(&kafka)?);
-        Ok(Self { pool, sink, kafka, settings, dead_letters })
+        Ok(Self { pool, connect, sink, kafka, settings, dead_letters, progress })
     }
 
     /// Runs until `shutdown` is cancelled; the batch in hand is finished first.
@@ -151,40 +112,47 @@ impl Projector {
         tracing::info!(generation = generation.id, "projecting into the serving generation");
         let shared = Arc::new(Mutex::new(generation.clone()));
         let mut sql = Arc::new(Statements::new(generation));
-        let context = Rebalancer {
-            pool: self.pool.clone(),
-            topic: topic.clone(),
-            generation: shared.clone(),
-            runtime: tokio::runtime::Handle::current(),
-            assigned: Mutex::new(HashSet::new()),
-            last_applied_ms: Mutex::new(HashMap::new()),
-        };
-        let consumer: StreamConsumer<Rebalancer> = self
+        let context = Stats { topic: topic.clone(), progress: self.progress.clone() };
+        let consumer: StreamConsumer<Stats> = self
             .kafka
             .client_config()
+            // Only for committing offsets where lag tools look; partitions are assigned by hand.
             .set("group.id", &self.settings.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("partition.assignment.strategy", "range")
             .set("statistics.interval.ms", "5000")
             .set("fetch.wait.max.ms", self.settings.fetch_wait_ms.to_string())
             .create_with_context(context)?;
-        consumer.subscribe(&[&topic])?;
+        let mut partitions = Partitions {
+            consumer,
+            topic: topic.clone(),
+            ownership: Ownership::new(self.connect.clone(), topic.clone()),
+            all: Vec::new(),
+            listed_at: None,
+        };
         if let Err(e) = self.sink.announce_generation(sql.generation.id).await {
             tracing::warn!(error = %e, "cannot announce the generation in Redis");
         }
         let repairs = tokio::spawn(repair_loop(self.pool.clone(), self.sink.clone(), shared.clone(), shutdown.clone()));
 
         let batch_wait = Duration::from_millis(self.settings.batch_wait_ms);
+        let round_every = Duration::from_millis(self.settings.ownership_interval_ms);
+        let mut next_round = tokio::time::Instant::now();
         let mut cache = StateCache::default();
         // Records received while the previous batch was applied: the next batch starts with them.
         let mut early: Vec<Incoming> = Vec::new();
         loop {
+            if tokio::time::Instant::now() >= next_round {
+                self.ownership_round(&mut partitions, &sql, &mut early).await;
+                next_round = tokio::time::Instant::now() + round_every;
+            }
+            let consumer = &partitions.consumer;
             let mut batch = std::mem::take(&mut early);
             if batch.is_empty() {
                 let first = tokio::select! {
                     () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep_until(next_round) => continue,
                     message = consumer.recv() => message,
                 };
                 match first {
@@ -200,10 +168,8 @@ impl Projector {
                     Err(_) => break,
                 }
             }
-            {
-                let assigned = consumer.context().assigned.lock().expect("assigned set poisoned");
-                batch.retain(|r| assigned.contains(&r.partition));
-            }
+            let owned = partitions.ownership.owned();
+            batch.retain(|r| owned.contains(&r.partition));
             if batch.is_empty() {
                 continue;
             }
@@ -224,7 +190,7 @@ impl Projector {
                 }
             };
             match applied? {
-                Applied::Committed(outcome) => self.after_commit(&consumer, &sql, &topic, &lanes, outcome).await,
+                Applied::Committed(outcome) => self.after_commit(consumer, &sql, &topic, &lanes, outcome).await,
                 Applied::GenerationChanged(id) => {
                     let generation = Generation::new(id);
                     tracing::info!(from = sql.generation.id, to = generation.id, "the read models were rebuilt; switching generation");
@@ -233,12 +199,94 @@ impl Projector {
                     cache.clear();
                     // Received for the old positions: the new generation's offsets decide.
                     early.clear();
-                    self.reposition(&consumer, &topic)?;
+                    let owned: Vec<i32> = partitions.ownership.owned().iter().copied().collect();
+                    self.position(&partitions, &sql, &owned, Seek::Existing).await?;
                 }
             }
         }
         repairs.abort();
         tracing::info!("projector stopped");
+        Ok(())
+    }
+
+    /// Takes and gives up partitions ([`Ownership::round`]) and assigns or
+    /// unassigns them. A failed round gives up every partition; the next
+    /// one joins again.
+    async fn ownership_round(&self, partitions: &mut Partitions, sql: &Statements, early: &mut Vec<Incoming>) {
+        if partitions.all.is_empty() || partitions.listed_at.is_none_or(|at| at.elapsed() >= PARTITIONS_EVERY) {
+            match list_partitions(&partitions.consumer, &partitions.topic) {
+                Ok(all) => partitions.all = all,
+                Err(e) => tracing::warn!(error = %e, "cannot list the topic's partitions"),
+            }
+            // Known partitions are kept: with the broker slow or down, the
+            // list is asked for again only after the interval.
+            partitions.listed_at = Some(tokio::time::Instant::now());
+        }
+        let Partitions { consumer, topic, ownership, all, .. } = partitions;
+        let give_up = |p: i32| {
+            unassign(consumer, topic, &[p]);
+            early.retain(|r| r.partition != p);
+            self.progress.released(p);
+        };
+        match ownership.round(all, give_up).await {
+            Ok(change) => {
+                if !change.taken.is_empty() {
+                    if let Err(e) = self.position(partitions, sql, &change.taken, Seek::Assign).await {
+                        tracing::warn!(error = %e, "cannot position the partitions taken; giving every partition up");
+                        self.lose(partitions, early, e.to_string());
+                        return;
+                    }
+                }
+                if !change.taken.is_empty() || !change.released.is_empty() {
+                    let owned: Vec<i32> = partitions.ownership.owned().iter().copied().collect();
+                    tracing::info!(taken = ?change.taken, released = ?change.released, ?owned, "partitions");
+                }
+                let unowned = partitions.ownership.last.unowned(&partitions.all).collect();
+                self.progress.owned(partitions.ownership.owned(), unowned);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the ownership session failed; giving every partition up");
+                self.lose(partitions, early, e.to_string());
+            }
+        }
+    }
+
+    /// Stops applying every partition after the ownership session failed.
+    fn lose(&self, partitions: &mut Partitions, early: &mut Vec<Incoming>, error: String) {
+        let lost: Vec<i32> = partitions.ownership.lost().into_iter().collect();
+        unassign(&partitions.consumer, &partitions.topic, &lost);
+        early.retain(|r| !lost.contains(&r.partition));
+        self.progress.ownership_failed(error);
+    }
+
+    /// Positions `owned` partitions at the offsets stored with the
+    /// generation of `sql`: assigns them (just taken) or seeks them (a new
+    /// generation).
+    async fn position(&self, partitions: &Partitions, sql: &Statements, owned: &[i32], how: Seek) -> anyhow::Result<()> {
+        let stored = {
+            let mut conn = self.pool.acquire().await?;
+            sql.load_offsets(&mut conn, &partitions.topic).await?
+        };
+        let next = |p: &i32| stored.get(p).copied();
+        match how {
+            Seek::Assign => {
+                let mut tpl = TopicPartitionList::new();
+                for p in owned {
+                    let offset = next(p).map_or(Offset::Beginning, Offset::Offset);
+                    tpl.add_partition_offset(&partitions.topic, *p, offset)?;
+                }
+                partitions.consumer.incremental_assign(&tpl)?;
+            }
+            Seek::Existing => {
+                for p in owned {
+                    let offset = next(p).map_or(Offset::Beginning, Offset::Offset);
+                    partitions.consumer.seek(&partitions.topic, *p, offset, Duration::from_secs(10))?;
+                }
+            }
+        }
+        for p in owned {
+            self.progress.positioned(*p, next(p).unwrap_or(0));
+        }
         Ok(())
     }
 
@@ -288,13 +336,20 @@ impl Projector {
     /// Pushes the batch's documents to Redis and its offsets to Kafka.
     async fn after_commit(
         &self,
-        consumer: &StreamConsumer<Rebalancer>,
+        consumer: &StreamConsumer<Stats>,
         sql: &Statements,
         topic: &str,
         batch: &[Vec<Incoming>],
         outcome: Outcome,
     ) {
         tracing::debug!(applied = outcome.applied, duplicates = outcome.duplicates, parked = outcome.parked.len(), "batch applied");
+        let mut last_timestamps = BTreeMap::new();
+        for r in batch.iter().flatten() {
+            if let Some(ms) = r.timestamp_ms {
+                last_timestamps.insert(r.partition, ms);
+            }
+        }
+        self.progress.applied(&outcome.next_offsets, last_timestamps);
         match self.sink.publish(sql.generation.id, &outcome.documents, &outcome.tags).await {
             Ok(()) => {
                 if !outcome.redis_outbox_ids.is_empty() {
@@ -306,14 +361,6 @@ impl Projector {
             }
             Err(e) => tracing::warn!(error = %e, "pushing documents to Redis failed; the query-service falls back to PostgreSQL and the repair catches up"),
         }
-        {
-            let mut last = consumer.context().last_applied_ms.lock().expect("lag table poisoned");
-            for r in batch.iter().flatten() {
-                if let Some(ms) = r.timestamp_ms {
-                    last.insert(r.partition, ms);
-                }
-            }
-        }
         let mut tpl = TopicPartitionList::new();
         for (p, o) in &outcome.next_offsets {
             if let Err(e) = tpl.add_partition_offset(topic, *p, Offset::Offset(*o)) {
@@ -324,16 +371,40 @@ impl Projector {
             tracing::debug!(error = %e, "committing offsets to Kafka failed (informational only)");
         }
     }
+}
 
-    /// Positions every assigned partition at the (new) generation's stored offsets.
-    fn reposition(&self, consumer: &StreamConsumer<Rebalancer>, topic: &str) -> anyhow::Result<()> {
-        let stored = consumer.context().stored_offsets();
-        let assigned: Vec<i32> = consumer.context().assigned.lock().expect("assigned set poisoned").iter().copied().collect();
-        for p in assigned {
-            let offset = stored.get(&p).map_or(Offset::Beginning, |o| Offset::Offset(*o));
-            consumer.seek(topic, p, offset, Duration::from_secs(10))?;
-        }
-        Ok(())
+/// How [`Projector::position`] moves the consumer.
+#[derive(Debug, Clone, Copy)]
+enum Seek {
+    /// Add the partitions to the assignment.
+    Assign,
+    /// Move partitions already assigned.
+    Existing,
+}
+
+/// The partitions of `topic`, from the broker's metadata.
+fn list_partitions(consumer: &StreamConsumer<Stats>, topic: &str) -> anyhow::Result<Vec<i32>> {
+    let metadata = tokio::task::block_in_place(|| consumer.fetch_metadata(Some(topic), Duration::from_secs(5)))?;
+    let topic = metadata.topics().first().ok_or_else(|| anyhow::anyhow!("no metadata for {topic}"))?;
+    if let Some(e) = topic.error() {
+        anyhow::bail!("metadata of {}: {e:?}", topic.name());
+    }
+    let mut partitions: Vec<i32> = topic.partitions().iter().map(|p| p.id()).collect();
+    partitions.sort_unstable();
+    Ok(partitions)
+}
+
+/// Removes `partitions` from the consumer's assignment.
+fn unassign(consumer: &StreamConsumer<Stats>, topic: &str, partitions: &[i32]) {
+    if partitions.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition(topic, *p);
+    }
+    if let Err(e) = consumer.incremental_unassign(&tpl) {
+        tracing::error!(error = %e, ?partitions, "unassign failed");
     }
 }
 

@@ -1,6 +1,11 @@
 //! The projector: consumes the events topic and maintains the read models in
 //! PostgreSQL and Redis.
 //!
+//! Instances share the topic's partitions through PostgreSQL advisory locks
+//! ([`ownership`]), so a crashed instance's partitions are taken over at
+//! once on any broker; readiness says whether the instance is doing its job
+//! ([`progress`]).
+//!
 //! Each batch of records is applied in one PostgreSQL transaction together with
 //! the consumed offset of every partition it covers ([`store`]), so a crash
 //! never applies a record twice or loses one; events at or below a stream's last
@@ -17,6 +22,8 @@ pub mod dead_letters;
 pub mod documents;
 pub mod lanes;
 pub mod model;
+pub mod ownership;
+pub mod progress;
 pub mod rebuild;
 pub mod record;
 pub mod settings;

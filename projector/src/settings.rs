@@ -40,7 +40,9 @@ impl Default for Settings {
 /// How the projector consumes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProjectorSettings {
-    /// Kafka consumer group; instances with the same group split the partitions.
+    /// Kafka consumer group under which applied offsets are committed, only
+    /// so that standard lag tools see them. Which instance applies which
+    /// partition is decided through PostgreSQL, not by the group.
     pub group_id: String,
     /// Most records in one batch.
     pub batch_size: usize,
@@ -55,10 +57,26 @@ pub struct ProjectorSettings {
     /// event is seen on a broker that does not answer a waiting fetch as soon
     /// as records arrive.
     pub fetch_wait_ms: u64,
+    /// How often an instance looks at who owns which partition and takes
+    /// or gives up partitions, in milliseconds: a crashed instance's
+    /// partitions are taken over within about this long.
+    pub ownership_interval_ms: u64,
+    /// Readiness turns false (and `erp_projector_stalled_seconds` passes
+    /// this) when an owned partition has records to apply and no batch
+    /// has committed for this many seconds.
+    pub stall_after_secs: u64,
 }
 
 impl Default for ProjectorSettings {
     fn default() -> Self {
-        Self { group_id: "erp-projector".into(), batch_size: 100_000, lanes: 2, batch_wait_ms: 5, fetch_wait_ms: 20 }
+        Self {
+            group_id: "erp-projector".into(),
+            batch_size: 100_000,
+            lanes: 2,
+            batch_wait_ms: 5,
+            fetch_wait_ms: 20,
+            ownership_interval_ms: 1_000,
+            stall_after_secs: 60,
+        }
     }
 }

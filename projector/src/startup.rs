@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use platform::health;
@@ -10,6 +11,7 @@ use platform::shutdown::CancellationToken;
 use tokio::net::TcpListener;
 
 use crate::consumer::Projector;
+use crate::progress::Progress;
 use crate::settings::Settings;
 use crate::sink::RedisSink;
 
@@ -30,16 +32,18 @@ impl Application {
         platform::db::migrate(&pool, &settings.database).await?;
         let sink = Arc::new(RedisSink::new(settings.redis.clone())?);
         let kafka = Arc::new(KafkaProbe::new(&settings.kafka)?);
+        let progress = Arc::new(Progress::new(Duration::from_secs(settings.projector.stall_after_secs)));
         let readiness = {
-            let (pool, sink) = (pool.clone(), sink.clone());
+            let (pool, sink, progress) = (pool.clone(), sink.clone(), progress.clone());
             health::readiness(move || {
-                let (pool, sink, kafka) = (pool.clone(), sink.clone(), kafka.clone());
+                let (pool, sink, kafka, progress) = (pool.clone(), sink.clone(), kafka.clone(), progress.clone());
                 async move {
                     let up = |ok: bool| if ok { Ok(()) } else { Err("unreachable".to_owned()) };
                     vec![
                         ("postgres", up(platform::db::ping(&pool).await)),
                         ("redis", up(sink.ping().await)),
                         ("kafka", kafka.probe().await),
+                        ("partitions", progress.probe()),
                     ]
                 }
             })
@@ -49,7 +53,8 @@ impl Application {
         let router = platform::http::with_common_layers(health::router(readiness).merge(metrics), &settings.http);
         let (listener, addr) = settings.http.bind().await?;
         platform::kafka::ensure_topic(&settings.kafka, &settings.kafka.events_topic, settings.kafka.partitions).await?;
-        let projector = Projector::new(pool, sink, settings.kafka, settings.projector)?;
+        let connect = settings.database.connect_options()?;
+        let projector = Projector::new(pool, connect, sink, settings.kafka, settings.projector, progress)?;
         tracing::info!(%addr, "projector admin listening");
         Ok(Self { listener, addr, router, projector, shutdown })
     }

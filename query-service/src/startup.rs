@@ -76,9 +76,15 @@ pub fn router(state: AppState) -> Router {
     let readiness = health::readiness(move || {
         let store = probe_store.clone();
         async move {
-            // Either tier can answer; report both.
+            // Either tier can answer; report both. Nothing can be answered
+            // before the serving generation is known.
             let up = |ok: bool| if ok { Ok(()) } else { Err("unreachable".to_owned()) };
-            vec![("postgres", up(store.probe_postgres().await)), ("redis", up(store.redis_up().await))]
+            let postgres = up(store.probe_postgres().await);
+            if store.generation().is_err() {
+                store.refresh_generation().await;
+            }
+            let read_models = store.generation().map(|_| ()).map_err(|e| e.to_string());
+            vec![("postgres", postgres), ("redis", up(store.redis_up().await)), ("read_models", read_models)]
         }
     });
     let metrics = platform::metrics::router(move || platform::metrics::observe_pool(store.pool()));

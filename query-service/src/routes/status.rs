@@ -1,5 +1,6 @@
 //! `GET /projection/status`: where the serving read models stand, per
-//! partition of the events topic, and how far behind they are.
+//! partition of the events topic, how far behind they are, and whether a
+//! projector instance applies each partition.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -81,6 +82,9 @@ pub struct PartitionStatus {
     /// Age of the last applied record while behind; 0 when caught up.
     lag_seconds: Option<f64>,
     last_applied_at: Option<DateTime<Utc>>,
+    /// PostgreSQL backend pid of the session of the projector instance that
+    /// applies this partition (see `pg_stat_activity`); `null`: nobody does.
+    owner: Option<i32>,
 }
 
 /// Where the serving read models stand.
@@ -96,10 +100,15 @@ pub struct Status {
     parked_records: i64,
     /// `up`, or why the broker's end offsets are unknown.
     kafka: String,
+    /// Running projector instances.
+    projector_instances: usize,
+    /// Partitions no projector instance applies: their read models are frozen.
+    unowned_partitions: Vec<i32>,
 }
 
 /// Position of the serving read models per partition, lag in records and
-/// seconds, halted streams and parked records.
+/// seconds, which projector instance applies each partition (and which
+/// partitions nobody applies), halted streams and parked records.
 #[utoipa::path(
     get, path = "/projection/status", tag = "status",
     responses(
@@ -111,7 +120,7 @@ async fn projection_status(State(state): State<AppState>) -> Result<Json<Status>
     let generation = state.store.generation().map_err(|e| ApiError::Unavailable(e.into()))?;
     let topic = state.end_offsets.topic.clone();
     let t = topic.clone();
-    let (offsets, halted, parked) = state
+    let (offsets, halted, parked, ownership) = state
         .store
         .query("projection_status", |pool, s| async move {
             let offsets: Vec<(i32, i64, Option<DateTime<Utc>>)> = sqlx::query_as(&format!(
@@ -124,7 +133,8 @@ async fn projection_status(State(state): State<AppState>) -> Result<Json<Status>
             let parked: i64 = sqlx::query_scalar(&format!("select count(*) from {s}.dead_letters where status = 'parked'"))
                 .fetch_one(&pool)
                 .await?;
-            Ok((offsets, halted, parked))
+            let ownership = platform::ownership::view(&mut *pool.acquire().await?, &t).await?;
+            Ok((offsets, halted, parked, ownership))
         })
         .await
         .map_err(|e| ApiError::Unavailable(e.into()))?;
@@ -148,9 +158,11 @@ async fn projection_status(State(state): State<AppState>) -> Result<Json<Status>
                 (0, _) | (_, None) => 0.0,
                 (_, Some(t)) => (now - t).num_milliseconds().max(0) as f64 / 1000.0,
             });
-            PartitionStatus { partition: p, position, end, lag, lag_seconds, last_applied_at: last }
+            let owner = ownership.owners.get(&p).copied();
+            PartitionStatus { partition: p, position, end, lag, lag_seconds, last_applied_at: last, owner }
         })
         .collect();
+    let unowned_partitions = statuses.iter().filter(|s| s.owner.is_none()).map(|s| s.partition).collect();
     let lag = statuses.iter().map(|s| s.lag).sum::<Option<i64>>();
     let lag_seconds = statuses.iter().map(|s| s.lag_seconds).try_fold(0.0_f64, |m, s| s.map(|s| m.max(s)));
     let status = Status {
@@ -162,6 +174,8 @@ async fn projection_status(State(state): State<AppState>) -> Result<Json<Status>
         halted_streams: halted,
         parked_records: parked,
         kafka: ends.err().map_or_else(|| "up".to_owned(), |e| format!("unreachable: {e}")),
+        projector_instances: ownership.members.len(),
+        unowned_partitions,
     };
     Ok(Json(status))
 }
