@@ -1,5 +1,10 @@
 //! Helpers for the end-to-end tests: start the service binaries as processes
-//! with a test's settings, and stop them with a signal.
+//! with a test's settings, stop, kill and restart them; a load of mixed
+//! commands ([`load`]) and the check that the accepted commands, the topic
+//! and the read models agree ([`check`]).
+
+pub mod check;
+pub mod load;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -17,13 +22,19 @@ pub struct Service {
     pub name: &'static str,
     pub base_url: String,
     child: Child,
+    port: u16,
+    env: TestEnv,
+    extra: Vec<(String, String)>,
 }
 
 /// Where cargo put the workspace's binaries (next to this test's `deps/`).
-fn binary(name: &str) -> PathBuf {
+pub fn binary_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target directory");
-    let path = dir.join(name);
+    exe.parent().and_then(|deps| deps.parent()).expect("target directory").to_path_buf()
+}
+
+fn binary(name: &str) -> PathBuf {
+    let path = binary_dir().join(name);
     assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first", path.display());
     path
 }
@@ -37,24 +48,33 @@ pub async fn run_binary(name: &str, args: &[&str], env: &[(&str, &str)]) -> anyh
     for (k, v) in env {
         command.env(k, v);
     }
-    Ok(command.output().await?)
+    Ok(command.kill_on_drop(true).output().await?)
 }
 
-/// Runs a service binary's admin command (e.g. `projector rebuild`) with the
-/// test's settings; returns its standard output, or fails with its standard error.
-pub async fn run_command(name: &'static str, env: &TestEnv, args: &[&str]) -> anyhow::Result<String> {
-    let output = Command::new(binary(name))
+/// A service binary's admin command (e.g. `projector rebuild`) with the
+/// test's settings, not started; killed when dropped.
+pub fn admin_command(name: &'static str, env: &TestEnv, args: &[&str]) -> Command {
+    let mut command = Command::new(binary(name));
+    command
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("APP_DATABASE__URL", &env.database.url)
         .env("APP_KAFKA__BROKERS", &env.kafka.brokers)
         .env("APP_KAFKA__EVENTS_TOPIC", &env.kafka.events_topic)
-        .env("APP_REDIS__URL", &env.redis.url)
-        .env("APP_REDIS__KEY_PREFIX", &env.redis.key_prefix)
         .stdin(Stdio::null())
-        .output()
-        .await?;
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if name != "command-service" {
+        command.env("APP_REDIS__URL", &env.redis.url).env("APP_REDIS__KEY_PREFIX", &env.redis.key_prefix);
+    }
+    command
+}
+
+/// Runs [`admin_command`]; returns its standard output, or fails with its standard error.
+pub async fn run_command(name: &'static str, env: &TestEnv, args: &[&str]) -> anyhow::Result<String> {
+    let output = admin_command(name, env, args).output().await?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     anyhow::ensure!(output.status.success(), "{name} {args:?} failed with {}: {stderr}", output.status);
@@ -73,6 +93,13 @@ impl Service {
     /// Starts `name` like [`Service::start`] without waiting for readiness.
     pub fn spawn(name: &'static str, env: &TestEnv, extra: &[(&str, String)]) -> anyhow::Result<Self> {
         let port = testkit::free_port();
+        let extra: Vec<(String, String)> = extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+        let child = Self::command(name, env, port, &extra).spawn()?;
+        let base_url = format!("http://127.0.0.1:{port}");
+        Ok(Self { name, base_url, child, port, env: env.clone(), extra })
+    }
+
+    fn command(name: &str, env: &TestEnv, port: u16, extra: &[(String, String)]) -> Command {
         let mut command = Command::new(binary(name));
         command
             .env_clear()
@@ -92,9 +119,27 @@ impl Service {
         for (k, v) in extra {
             command.env(k, v);
         }
-        let child = command.spawn()?;
-        let base_url = format!("http://127.0.0.1:{port}");
-        Ok(Self { name, base_url, child })
+        command
+    }
+
+    /// SIGKILL, keeping what is needed to start the same process again
+    /// ([`Service::respawn`]).
+    pub async fn crash(&mut self) -> anyhow::Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+
+    /// Starts the process again with the same settings on the same port,
+    /// without waiting for readiness.
+    pub fn respawn(&mut self) -> anyhow::Result<()> {
+        self.child = Self::command(self.name, &self.env, self.port, &self.extra).spawn()?;
+        Ok(())
+    }
+
+    /// [`Service::respawn`], then waits until it is ready.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.respawn()?;
+        testkit::wait_ready(&self.base_url, Duration::from_secs(30)).await
     }
 
     /// SIGKILL: the process dies wherever it is.

@@ -23,8 +23,9 @@ pub struct HttpSettings {
     pub host: String,
     /// Port to bind; 0 picks a free one (tests do this).
     pub port: u16,
-    /// A request that takes longer is answered with 408; 0: no such limit
-    /// (for a service whose every wait has its own deadline).
+    /// A request that takes longer is answered with 503 (problem+json,
+    /// `Retry-After`); 0: no such limit (for a service whose every wait has
+    /// its own deadline).
     pub request_timeout_ms: u64,
     /// Largest accepted request body; larger ones get 413.
     pub body_limit_bytes: usize,
@@ -62,7 +63,7 @@ pub fn with_common_layers(router: Router, settings: &HttpSettings) -> Router {
 pub struct ObserveLayer {
     /// Largest accepted request body (axum's extractors answer 413 beyond it).
     pub body_limit: usize,
-    /// Answer 408 after this long.
+    /// Answer 503 after this long.
     pub timeout: Option<Duration>,
 }
 
@@ -128,7 +129,7 @@ where
             Some(limit) => Deadline::Limited { future: tokio::time::timeout(limit, inner) },
             None => Deadline::Unlimited { future: inner },
         };
-        Observed { inner, span, done: Some(Finish { id, route, method, start }) }
+        Observed { inner, span, done: Some(Finish { id, route, method, start, limit: self.timeout }) }
     }
 }
 
@@ -139,6 +140,7 @@ struct Finish {
     route: Option<MatchedPath>,
     method: axum::http::Method,
     start: std::time::Instant,
+    limit: Option<Duration>,
 }
 
 pin_project_lite::pin_project! {
@@ -153,7 +155,7 @@ pin_project_lite::pin_project! {
 
 pin_project_lite::pin_project! {
     /// The future of a request through [`Observe`]: runs the inner one in
-    /// the request's span until its deadline (then 408), echoes the request
+    /// the request's span until its deadline (then [`past_deadline`]), echoes the request
     /// id and records the request's metrics. A named type rather than a box:
     /// measured with `scripts/bench.sh queries`, the box and the move into it
     /// were a visible part of an answer served from memory.
@@ -173,23 +175,37 @@ where
     type Output = F::Output;
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
-        use axum::response::IntoResponse;
         let this = self.project();
         let _entered = this.span.enter();
         let outcome = match this.inner.project() {
             DeadlineProjection::Limited { future } => std::task::ready!(future.poll(cx)),
             DeadlineProjection::Unlimited { future } => Ok(std::task::ready!(future.poll(cx))),
         };
+        let Finish { id, route, method, start, limit } = this.done.take().expect("polled after completion");
         let mut response = match outcome {
             Ok(result) => result?,
-            Err(_elapsed) => StatusCode::REQUEST_TIMEOUT.into_response(),
+            Err(_elapsed) => past_deadline(limit.unwrap_or_default()),
         };
-        let Finish { id, route, method, start } = this.done.take().expect("polled after completion");
         response.headers_mut().insert(REQUEST_ID, id);
         let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
         crate::metrics::record_request(route, method.as_str(), response.status(), start.elapsed());
         std::task::Poll::Ready(Ok(response))
     }
+}
+
+/// The answer to a request that did not finish within `limit`: 503 (the
+/// service, or what it waits for, is not keeping up; the client should try
+/// again), never a hang. A command may still have taken effect: a retry with
+/// the same `Idempotency-Key` tells.
+fn past_deadline(limit: Duration) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let detail = format!(
+        "the request did not complete within {} ms; retry later (a command retried with the same Idempotency-Key is applied at most once)",
+        limit.as_millis()
+    );
+    let mut response = crate::problem::Problem::new(StatusCode::SERVICE_UNAVAILABLE, "deadline-exceeded", detail).into_response();
+    response.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 /// The first value of each of `names`, in one pass over `headers`: a request

@@ -4,10 +4,14 @@
 //!
 //! Where the services are is read from the environment, with the defaults the
 //! scripts use: `ERP_TEST_PG_ADMIN_URL`, `ERP_TEST_REDIS_URL`,
-//! `ERP_TEST_KAFKA_BROKERS`.
+//! `ERP_TEST_KAFKA_BROKERS`. A test that restarts or cuts a server starts
+//! its own ([`servers`]) and puts a proxy in front of it ([`proxy`]).
 
 pub mod events;
 pub mod proxy;
+pub mod servers;
+
+pub use servers::Broker;
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +28,26 @@ fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 
+/// Where the servers a test uses are.
+#[derive(Debug, Clone)]
+pub struct Servers {
+    /// URL of the `postgres` database, to create the test's own.
+    pub pg_admin_url: String,
+    pub redis_url: String,
+    pub brokers: String,
+}
+
+impl Servers {
+    /// The servers `scripts/infra.sh up-test` starts, every test shares them.
+    pub fn shared() -> Self {
+        Self {
+            pg_admin_url: env_or("ERP_TEST_PG_ADMIN_URL", "postgres://postgres:postgres@127.0.0.1:5432/postgres"),
+            redis_url: env_or("ERP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+            brokers: env_or("ERP_TEST_KAFKA_BROKERS", "127.0.0.1:19092"),
+        }
+    }
+}
+
 /// The isolated resources of one test.
 #[derive(Debug, Clone)]
 pub struct TestEnv {
@@ -37,24 +61,28 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
-    /// Creates a database, a Redis prefix and a topic with `partitions` partitions.
+    /// Creates a database, a Redis prefix and a topic with `partitions`
+    /// partitions on the shared servers.
     pub async fn new(partitions: i32) -> anyhow::Result<Self> {
+        Self::on(&Servers::shared(), partitions).await
+    }
+
+    /// Like [`TestEnv::new`], on the given servers (e.g. a test's own).
+    pub async fn on(servers: &Servers, partitions: i32) -> anyhow::Result<Self> {
         let id = Uuid::new_v4().simple().to_string()[..12].to_owned();
-        let admin_url = env_or("ERP_TEST_PG_ADMIN_URL", "postgres://postgres:postgres@127.0.0.1:5432/postgres");
+        let admin_url = &servers.pg_admin_url;
         let db_name = format!("{TEST_DB_PREFIX}{id}");
-        let mut admin = PgConnection::connect(&admin_url).await?;
+        let mut admin = PgConnection::connect(admin_url).await?;
         sqlx::query(&format!("create database {db_name}")).execute(&mut admin).await?;
         admin.close().await?;
         let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(base, _)| base);
         let database = DatabaseSettings { url: format!("{base}/{db_name}"), max_connections: 8, ..Default::default() };
-        let redis = RedisSettings {
-            url: env_or("ERP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
-            key_prefix: format!("test:{id}:"),
-        };
+        let redis = RedisSettings { url: servers.redis_url.clone(), key_prefix: format!("test:{id}:") };
         let kafka = KafkaSettings {
-            brokers: env_or("ERP_TEST_KAFKA_BROKERS", "127.0.0.1:19092"),
+            brokers: servers.brokers.clone(),
             events_topic: format!("test-events-{id}"),
             partitions,
+            ..KafkaSettings::default()
         };
         platform::kafka::ensure_topic(&kafka, &kafka.events_topic, partitions).await?;
         Ok(Self { group_id: format!("test-group-{id}"), id, database, redis, kafka })
@@ -163,56 +191,4 @@ fn read_topic_blocking(kafka: &KafkaSettings, topic: &str) -> anyhow::Result<Vec
     }
     records.sort_by_key(|r| (r.partition, r.offset));
     Ok(records)
-}
-
-/// A Kafka-protocol broker of a test's own (Tansu on a temporary SQLite file),
-/// so that a test can take it down and bring it back. Ends with the value.
-#[derive(Debug)]
-pub struct Broker {
-    pub port: u16,
-    child: std::process::Child,
-    dir: std::path::PathBuf,
-}
-
-impl Broker {
-    /// The broker binary: `ERP_TANSU_BIN`, else where `scripts/infra.sh` builds it.
-    pub fn binary() -> std::path::PathBuf {
-        std::env::var_os("ERP_TANSU_BIN").map(Into::into).unwrap_or_else(|| {
-            let home = std::env::var("HOME").unwrap_or_default();
-            format!("{home}/.cache/erp-stock/tansu-0.6.0/bin/tansu").into()
-        })
-    }
-
-    /// Starts a broker on `port` and waits until it accepts connections.
-    pub async fn start(port: u16) -> anyhow::Result<Self> {
-        let url = format!("tcp://127.0.0.1:{port}");
-        let dir = std::env::temp_dir().join(format!("erp-test-broker-{}", Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir)?;
-        // Tansu resolves the sqlite:// path against its working directory.
-        let child = std::process::Command::new(Self::binary())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .current_dir(&dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()?;
-        let broker = Self { port, child, dir };
-        eventually(Duration::from_secs(20), "the broker to listen", || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
-        })
-        .await?;
-        Ok(broker)
-    }
-
-    pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
