@@ -108,8 +108,11 @@ ensure_topic() {
   if "$TANSU_BIN" topic list --broker "tcp://$KAFKA_HOST:$port" 2>/dev/null | grep -q "\"name\":\"$topic\""; then
     return
   fi
-  log "creating topic $topic with $partitions partitions"
-  "$TANSU_BIN" topic create --broker "tcp://$KAFKA_HOST:$port" --partitions "$partitions" "$topic" >&2
+  log "creating topic $topic with $partitions partitions, keeping its records for good"
+  # Only retention is set, never cleanup.policy: Tansu 0.6.0 deletes from a
+  # topic only when cleanup.policy names delete, and then treats -1 as 0.
+  "$TANSU_BIN" topic create --broker "tcp://$KAFKA_HOST:$port" --partitions "$partitions" \
+    --config retention.ms=-1 --config retention.bytes=-1 "$topic" >&2
 }
 
 up() {

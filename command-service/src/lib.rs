@@ -3,12 +3,14 @@
 //! A command is validated, decided against the current state of its article
 //! stream with [`events::decide`], and its events are appended together with
 //! their outbox rows in one PostgreSQL transaction ([`store`]). The outbox
-//! [`relay`] then publishes them to Kafka in commit order.
+//! [`relay`] then publishes them to Kafka in commit order; [`republish`]
+//! rebuilds a lost topic from the event store.
 
 pub mod error;
 pub mod execute;
 pub mod idempotency;
 pub mod relay;
+pub mod republish;
 pub mod routes;
 pub mod settings;
 pub mod startup;

@@ -1,3 +1,5 @@
+use clap::{Parser, Subcommand};
+use command_service::republish::{self, Options};
 use command_service::{Application, Settings};
 
 /// mimalloc: far less time in the allocator than glibc's malloc under this
@@ -5,13 +7,66 @@ use command_service::{Application, Settings};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The command-service of the stock back end: the write API and the outbox
+/// relay. Settings come from `APP_*` environment variables
+/// (docs/configuration.md).
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the write API and relay the outbox (the default).
+    Run,
+    /// Copy every event of the event store to an empty topic, as the relay
+    /// sent it (same ids, keys and headers), stream by stream in sequence
+    /// order: rebuilds a lost topic. Resumes where an interrupted run
+    /// stopped. Prints progress to stderr and a JSON report to stdout.
+    Republish {
+        /// The topic to write; created with `APP_KAFKA__PARTITIONS` partitions if missing.
+        #[arg(long)]
+        topic: String,
+        /// Events per round (one broker confirmation and one progress row each).
+        #[arg(long, default_value_t = 5000)]
+        batch_size: i64,
+        /// Forget an interrupted run into this topic and start over.
+        #[arg(long)]
+        restart: bool,
+    },
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
     let settings: Settings = platform::settings::load()?;
-    platform::telemetry::init(&settings.log);
+    let command = cli.command.unwrap_or(Command::Run);
+    let mut log = settings.log.clone();
+    if !matches!(command, Command::Run) {
+        // Admin commands print their results; logs only for warnings.
+        log.filter = "warn".into();
+    }
+    platform::telemetry::init(&log);
     for name in platform::settings::unknown_env_vars::<Settings>() {
         tracing::warn!(%name, "environment variable is not a setting of this service");
     }
-    let app = Application::build(settings, platform::shutdown::on_signal()).await?;
-    app.run_until_stopped().await
+    match command {
+        Command::Run => {
+            let app = Application::build(settings, platform::shutdown::on_signal()).await?;
+            app.run_until_stopped().await
+        }
+        Command::Republish { topic, batch_size, restart } => {
+            let pool = platform::db::pool(&settings.database)?;
+            platform::db::migrate(&pool, &settings.database).await?;
+            let options = Options { topic, batch_size, restart };
+            let report = republish::republish(&pool, &settings.kafka, &options, |done, total| {
+                eprintln!("republished {done} of {total} events ({:.0} %)", 100.0 * done as f64 / total.max(1) as f64);
+            })
+            .await?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+    }
 }

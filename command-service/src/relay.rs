@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use events::RecordedEvent;
 use platform::kafka::KafkaSettings;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -43,8 +44,34 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// How often the relaying instance samples the outbox backlog for its metrics.
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
+/// How long the relay waits before it checks a topic that would delete events again.
+const RETENTION_RECHECK: Duration = Duration::from_secs(30);
+
 /// Pause after an error before the next attempt.
 const BACKOFF: Duration = Duration::from_secs(1);
+
+/// A producer that writes each record once and in order per partition
+/// (idempotent, acknowledged by every replica).
+pub fn producer(kafka: &KafkaSettings, timeout_ms: u64) -> anyhow::Result<FutureProducer> {
+    Ok(kafka
+        .client_config()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "1")
+        .set("message.timeout.ms", timeout_ms.to_string())
+        .create()?)
+}
+
+/// An event as a Kafka record: its JSON data and its CloudEvents headers
+/// (the key is [`RecordedEvent::kafka_key`]).
+pub fn encode(record: &RecordedEvent) -> anyhow::Result<(Vec<u8>, OwnedHeaders)> {
+    let payload = serde_json::to_vec(&record.data)?;
+    let headers = record
+        .cloudevents_headers()
+        .into_iter()
+        .fold(OwnedHeaders::new(), |h, (k, v)| h.insert(Header { key: k, value: Some(v.as_bytes()) }));
+    Ok((payload, headers))
+}
 
 /// How commits of this process wake the relay.
 #[derive(Debug, Default)]
@@ -135,6 +162,16 @@ impl Relay {
         }
         tracing::info!("outbox relay is the leader");
         platform::kafka::ensure_topic(&self.kafka, &self.kafka.events_topic, self.kafka.partitions).await?;
+        if let Some(refusal) = platform::kafka::retention_refusal(&self.kafka).await? {
+            // Publishing into a topic that deletes events would lose them
+            // from the log; they wait in the outbox instead.
+            tracing::error!(%refusal, "the outbox relay does not publish");
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = tokio::time::sleep(RETENTION_RECHECK) => {}
+            }
+            return Ok(());
+        }
         let producer = self.producer()?;
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(OUTBOX_CHANNEL).await?;
@@ -169,14 +206,7 @@ impl Relay {
     }
 
     fn producer(&self) -> anyhow::Result<FutureProducer> {
-        Ok(self
-            .kafka
-            .client_config()
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "1")
-            .set("message.timeout.ms", self.settings.produce_timeout_ms.to_string())
-            .create()?)
+        producer(&self.kafka, self.settings.produce_timeout_ms)
     }
 
     /// Relays one batch after `relayed`; returns how many rows it read. Only
@@ -216,10 +246,7 @@ impl Relay {
         let records: Vec<_> = rows.into_iter().map(|r| (r.position, r.event.into_record())).collect();
         let mut deliveries = Vec::with_capacity(read);
         for (position, record) in &records {
-            let payload = serde_json::to_vec(&record.data)?;
-            let headers = record.cloudevents_headers().into_iter().fold(OwnedHeaders::new(), |h, (k, v)| {
-                h.insert(Header { key: k, value: Some(v.as_bytes()) })
-            });
+            let (payload, headers) = encode(record)?;
             let message = FutureRecord::to(&self.kafka.events_topic)
                 .key(record.kafka_key())
                 .payload(&payload)

@@ -100,6 +100,16 @@ impl Application {
         };
         let router = platform::http::with_common_layers(router(state, idempotency), &settings.http);
         let (listener, addr) = settings.http.bind().await?;
+        if settings.relay.enabled {
+            // The broker may be down: commands are accepted all the same, and
+            // the relay checks again before it publishes.
+            match tokio::time::timeout(Duration::from_secs(5), platform::kafka::retention_refusal(&settings.kafka)).await {
+                Ok(Ok(Some(refusal))) => anyhow::bail!(refusal),
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot check the events topic's retention now; the relay will"),
+                Err(_) => tracing::warn!("the broker did not answer within 5 s; the relay will check the events topic's retention"),
+            }
+        }
         let relay = settings.relay.enabled.then(|| {
             Relay::new(pool, connect, settings.kafka, settings.relay, wake)
         });

@@ -68,6 +68,13 @@ fn the_topic_created_is_the_topic_the_services_use() {
         assert_eq!(env["APP_KAFKA__EVENTS_TOPIC"].as_str(), after("--topic"), "{name} topic");
         assert_eq!(env["APP_KAFKA__PARTITIONS"].as_str(), after("--partitions"), "{name} partitions");
     }
+    // Created to keep its events for good, by the rule the services check at start.
+    let configs: Vec<(&str, &str)> =
+        init.windows(2).filter(|w| w[0] == "--config").filter_map(|w| w[1].split_once('=')).collect();
+    assert!(configs.iter().any(|(k, _)| *k == "retention.ms"), "{configs:?}");
+    let mut kafka_defaults = vec![("cleanup.policy", "delete"), ("retention.ms", "604800000"), ("retention.bytes", "-1")];
+    kafka_defaults.retain(|(k, _)| !configs.iter().any(|(c, _)| c == k));
+    assert_eq!(platform::kafka::retention_problem(configs.iter().copied().chain(kafka_defaults)), None);
 }
 
 #[test]

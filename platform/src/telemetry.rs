@@ -27,10 +27,12 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. Call once, first thing in `main`.
+/// Installs the global subscriber. Call once, first thing in `main`. Logs go
+/// to standard error: standard output is what an admin command prints
+/// (reports, JSON lines) for other programs to read.
 pub fn init(settings: &LogSettings) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.filter));
-    let builder = fmt().with_env_filter(filter).with_target(true);
+    let builder = fmt().with_env_filter(filter).with_target(true).with_writer(std::io::stderr);
     match settings.format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
         LogFormat::Pretty => builder.compact().init(),

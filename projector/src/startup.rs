@@ -53,6 +53,9 @@ impl Application {
         let router = platform::http::with_common_layers(health::router(readiness).merge(metrics), &settings.http);
         let (listener, addr) = settings.http.bind().await?;
         platform::kafka::ensure_topic(&settings.kafka, &settings.kafka.events_topic, settings.kafka.partitions).await?;
+        if let Some(refusal) = platform::kafka::retention_refusal(&settings.kafka).await? {
+            anyhow::bail!(refusal);
+        }
         let connect = settings.database.connect_options()?;
         let projector = Projector::new(pool, connect, sink, settings.kafka, settings.projector, progress)?;
         tracing::info!(%addr, "projector admin listening");
