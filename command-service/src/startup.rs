@@ -29,6 +29,7 @@ use crate::settings::Settings;
                        (a retry with the same key and body returns the original response and appends nothing), \
                        `X-Correlation-Id` and `X-Actor`. Errors are RFC 9457 problem+json."
     ),
+    components(schemas(crate::execute::Accepted, platform::problem::Problem)),
     tags(
         (name = "articles", description = "Articles (Artikel)"),
         (name = "charges", description = "Charges (lots) of an article"),

@@ -1,6 +1,7 @@
 //! `/openapi.json` describes exactly the routes the service answers: every
-//! documented operation reaches a handler (which answers with JSON, even for a
-//! bad request), and every command route is documented.
+//! `$ref` resolves, every documented operation reaches a handler (which
+//! answers with JSON, even for a bad request), and every command route is
+//! documented. (e2e/tests/contract.rs runs schemathesis against it.)
 
 mod common;
 
@@ -15,6 +16,7 @@ async fn every_documented_operation_reaches_a_handler() -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let spec: Value = http.get(format!("{}/openapi.json", app.url)).send().await?.json().await?;
     assert_eq!(spec["openapi"].as_str().map(|v| &v[..2]), Some("3."));
+    assert_eq!(testkit::unresolved_refs(&spec), Vec::<String>::new(), "every $ref resolves");
 
     let mut operations = 0;
     for (path, item) in spec["paths"].as_object().expect("paths") {

@@ -291,6 +291,9 @@ async fn every_documented_read_operation_reaches_a_handler() -> anyhow::Result<(
     let http = reqwest::Client::new();
     let spec: Value = http.get(format!("{}/openapi.json", query.base_url)).send().await?.json().await?;
     assert_eq!(spec["openapi"].as_str().map(|v| &v[..2]), Some("3."));
+    assert_eq!(testkit::unresolved_refs(&spec), Vec::<String>::new(), "every $ref resolves");
+    let limit = &spec["paths"]["/low-stock"]["get"]["parameters"][0];
+    assert_eq!((limit["name"].as_str(), limit["schema"]["maximum"].as_u64()), (Some("limit"), Some(500)), "the configured maximum");
     let mut operations = 0;
     for (path, item) in spec["paths"].as_object().expect("paths") {
         for (method, operation) in item.as_object().unwrap() {

@@ -132,28 +132,49 @@ pub enum TextError {
     ControlCharacter,
 }
 
+/// Characters free text may hold anywhere: everything but control characters
+/// (`char::is_control`, Unicode category Cc).
+macro_rules! printable {
+    () => {
+        "[^\\u0000-\\u001f\\u007f-\\u009f]"
+    };
+}
+
+/// A printable character that is not white space (`char::is_whitespace`).
+macro_rules! visible {
+    () => {
+        "[^\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+    };
+}
+
 macro_rules! text {
     ($(#[$doc:meta])* $name:ident) => {
         validated_string!(
             $(#[$doc])* $name,
             TextError,
-            { "type": "string", "minLength": 1, "maxLength": MAX_TEXT_LEN }
+            {
+                "type": "string",
+                "maxLength": MAX_TEXT_LEN,
+                "pattern": concat!("^", printable!(), "*", visible!(), printable!(), "*$")
+            }
         );
 
         impl $name {
-            /// Trims `s` and checks it is non-blank, short and printable.
+            /// Checks that `s` is short, printable and not blank, and trims it.
+            /// Length and control characters are judged on the text as sent
+            /// (a trailing tab or newline is refused, not trimmed), so the
+            /// JSON Schema can state the rule exactly.
             pub fn parse(s: impl Into<String>) -> Result<Self, TextError> {
                 let s = s.into();
-                let s = s.trim();
                 let len = s.chars().count();
-                if len == 0 {
-                    Err(TextError::Blank)
-                } else if len > MAX_TEXT_LEN {
+                if len > MAX_TEXT_LEN {
                     Err(TextError::TooLong(len))
                 } else if s.chars().any(char::is_control) {
                     Err(TextError::ControlCharacter)
+                } else if s.trim().is_empty() {
+                    Err(TextError::Blank)
                 } else {
-                    Ok(Self(s.to_owned()))
+                    Ok(Self(s.trim().to_owned()))
                 }
             }
         }
@@ -224,6 +245,13 @@ mod tests {
         assert_eq!(Category::parse("   "), Err(TextError::Blank));
         assert_eq!(ArticleName::parse("a\u{7}b"), Err(TextError::ControlCharacter));
         assert_eq!(Text::parse("x".repeat(201)), Err(TextError::TooLong(201)));
+    }
+
+    #[test]
+    fn free_text_counts_its_length_as_sent() {
+        let padded = format!("  {}  ", "x".repeat(198));
+        assert_eq!(Text::parse(padded), Err(TextError::TooLong(202)));
+        assert_eq!(Text::parse(format!(" {} ", "x".repeat(198))).unwrap().as_str().len(), 198);
     }
 
     #[test]

@@ -73,11 +73,12 @@ impl JsonSchema for UnitCode {
     }
 }
 
-/// Outcome of the quality checks of a charge.
+/// Outcome of the quality checks of a charge: `pending` (not yet
+/// analysed), `approved` or `rejected`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum QualityStatus {
-    /// Not yet analysed.
+    // No doc comments on the variants: the JSON Schema stays a plain enum.
     Pending,
     Approved,
     Rejected,

@@ -10,6 +10,7 @@ pub mod health;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod openapi;
 pub mod ownership;
 pub mod problem;
 pub mod readmodel;

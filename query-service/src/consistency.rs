@@ -28,7 +28,8 @@ impl Token {
         let (stream, sequence) = raw.rsplit_once('@').ok_or("expected {stream}@{sequence}")?;
         let id = stream.strip_prefix("article:").ok_or("the stream must be article:{id}")?;
         ArticleId::parse(id).map_err(|e| format!("article id {e}"))?;
-        let sequence = sequence.parse().map_err(|_| "the sequence must be a non-negative integer")?;
+        let digits = !sequence.is_empty() && sequence.len() <= 19 && sequence.bytes().all(|b| b.is_ascii_digit());
+        let sequence = sequence.parse().ok().filter(|_| digits).ok_or("the sequence must be a non-negative integer of at most 19 digits")?;
         Ok(Self { stream: stream.to_owned(), sequence })
     }
 }

@@ -97,6 +97,7 @@ pub fn router(state: AppState) -> Router {
     let (lists, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(routes::lists()).split_for_parts();
     let mut openapi = openapi;
     openapi.paths.paths.extend(document_paths.paths.paths);
+    platform::openapi::set_maximum(&mut openapi, "limit", u64::from(state.pages.max_limit));
     lists
         .layer(compression)
         .merge(documents)

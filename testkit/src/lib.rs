@@ -192,3 +192,29 @@ fn read_topic_blocking(kafka: &KafkaSettings, topic: &str) -> anyhow::Result<Vec
     records.sort_by_key(|r| (r.partition, r.offset));
     Ok(records)
 }
+
+/// Every `$ref` of a JSON document (an OpenAPI document) that does not point
+/// at a part of the same document.
+pub fn unresolved_refs(doc: &serde_json::Value) -> Vec<String> {
+    fn walk(value: &serde_json::Value, doc: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, child) in map {
+                    match (key.as_str(), child.as_str()) {
+                        ("$ref", Some(target)) => {
+                            if target.strip_prefix('#').and_then(|pointer| doc.pointer(pointer)).is_none() {
+                                out.push(target.to_owned());
+                            }
+                        }
+                        _ => walk(child, doc, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|i| walk(i, doc, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(doc, doc, &mut out);
+    out
+}

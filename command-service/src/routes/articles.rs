@@ -1,15 +1,13 @@
 //! Articles: register, rename, change category, set the reorder point, discontinue.
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use axum::Json;
 use events::*;
 use serde::Deserialize;
 
-use super::{CommandContext, CommandResponses, body, execute, field, optional};
+use super::{CommandContext, CommandResponses, JsonBody, execute, field, optional};
 use crate::error::ApiError;
 use crate::startup::AppState;
 
@@ -26,11 +24,16 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterArticleRequest {
+    #[schema(schema_with = super::domain::<events::ArticleId>)]
     pub article: String,
+    #[schema(schema_with = super::domain::<events::ArticleName>)]
     pub name: String,
+    #[schema(schema_with = super::domain::<events::Category>)]
     pub category: String,
     pub unit: UnitRequest,
     /// Available stock below this is low stock; in base units.
+    #[schema(schema_with = super::nullable::<events::Quantity>)]
+    #[serde(default, deserialize_with = "super::whole::optional")]
     pub reorder_point: Option<i64>,
 }
 
@@ -38,8 +41,11 @@ pub struct RegisterArticleRequest {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UnitRequest {
+    #[schema(schema_with = super::domain::<events::UnitCode>)]
     pub code: String,
-    #[serde(default)]
+    /// Decimal places of the base unit (0 to 6): 3 for kg counts grams.
+    #[serde(default, deserialize_with = "super::whole::required")]
+    #[schema(minimum = 0, maximum = 6)]
     pub decimals: u8,
 }
 
@@ -67,9 +73,9 @@ pub(crate) fn article_id(raw: String) -> Result<ArticleId, ApiError> {
 async fn register(
     State(state): State<AppState>,
     ctx: CommandContext,
-    request: Result<Json<RegisterArticleRequest>, JsonRejection>,
+    JsonBody(request): JsonBody<RegisterArticleRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let command = Command::RegisterArticle(body(request)?.try_into()?);
+    let command = Command::RegisterArticle(request.try_into()?);
     execute(&state, &ctx, command).await
 }
 
@@ -77,21 +83,22 @@ async fn register(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenameRequest {
+    #[schema(schema_with = super::domain::<events::ArticleName>)]
     pub name: String,
 }
 
 #[utoipa::path(
-    put, path = "/articles/{article}/name", tag = "articles", params(("article" = String, Path, description = "Article id, e.g. ART-1000")), request_body = RenameRequest,
+    put, path = "/articles/{article}/name", tag = "articles", params(super::ArticlePath), request_body = RenameRequest,
     responses(CommandResponses)
 )]
 async fn rename(
     State(state): State<AppState>,
     Path(article): Path<String>,
     ctx: CommandContext,
-    request: Result<Json<RenameRequest>, JsonRejection>,
+    JsonBody(request): JsonBody<RenameRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let article = article_id(article)?;
-    let name = field("name", ArticleName::parse(body(request)?.name))?;
+    let name = field("name", ArticleName::parse(request.name))?;
     execute(&state, &ctx, Command::RenameArticle(RenameArticle { article, name })).await
 }
 
@@ -99,21 +106,22 @@ async fn rename(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CategoryRequest {
+    #[schema(schema_with = super::domain::<events::Category>)]
     pub category: String,
 }
 
 #[utoipa::path(
-    put, path = "/articles/{article}/category", tag = "articles", params(("article" = String, Path, description = "Article id, e.g. ART-1000")), request_body = CategoryRequest,
+    put, path = "/articles/{article}/category", tag = "articles", params(super::ArticlePath), request_body = CategoryRequest,
     responses(CommandResponses)
 )]
 async fn change_category(
     State(state): State<AppState>,
     Path(article): Path<String>,
     ctx: CommandContext,
-    request: Result<Json<CategoryRequest>, JsonRejection>,
+    JsonBody(request): JsonBody<CategoryRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let article = article_id(article)?;
-    let category = field("category", Category::parse(body(request)?.category))?;
+    let category = field("category", Category::parse(request.category))?;
     execute(&state, &ctx, Command::ChangeArticleCategory(ChangeArticleCategory { article, category })).await
 }
 
@@ -121,26 +129,29 @@ async fn change_category(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReorderPointRequest {
+    /// In base units; `null` or absent clears it.
+    #[schema(schema_with = super::nullable::<events::Quantity>)]
+    #[serde(default, deserialize_with = "super::whole::optional")]
     pub reorder_point: Option<i64>,
 }
 
 #[utoipa::path(
-    put, path = "/articles/{article}/reorder-point", tag = "articles", params(("article" = String, Path, description = "Article id, e.g. ART-1000")), request_body = ReorderPointRequest,
+    put, path = "/articles/{article}/reorder-point", tag = "articles", params(super::ArticlePath), request_body = ReorderPointRequest,
     responses(CommandResponses)
 )]
 async fn set_reorder_point(
     State(state): State<AppState>,
     Path(article): Path<String>,
     ctx: CommandContext,
-    request: Result<Json<ReorderPointRequest>, JsonRejection>,
+    JsonBody(request): JsonBody<ReorderPointRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let article = article_id(article)?;
-    let reorder_point = optional("reorder_point", body(request)?.reorder_point, Quantity::new)?;
+    let reorder_point = optional("reorder_point", request.reorder_point, Quantity::new)?;
     execute(&state, &ctx, Command::SetReorderPoint(SetReorderPoint { article, reorder_point })).await
 }
 
 #[utoipa::path(
-    post, path = "/articles/{article}/discontinue", tag = "articles", params(("article" = String, Path, description = "Article id, e.g. ART-1000")),
+    post, path = "/articles/{article}/discontinue", tag = "articles", params(super::ArticlePath),
     responses(CommandResponses)
 )]
 async fn discontinue(

@@ -1,7 +1,5 @@
 //! Charges (lots) of an article: register, record quality results, block, release.
 
-use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 use utoipa_axum::router::OpenApiRouter;
@@ -11,7 +9,7 @@ use events::*;
 use serde::Deserialize;
 
 use super::articles::article_id;
-use super::{CommandContext, CommandResponses, body, execute, field, optional};
+use super::{CommandContext, CommandResponses, JsonBody, execute, field, optional};
 use crate::error::ApiError;
 use crate::startup::AppState;
 
@@ -31,25 +29,26 @@ fn ids(article: String, charge: String) -> Result<(ArticleId, ChargeNo), ApiErro
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterChargeRequest {
+    #[schema(schema_with = super::domain::<events::ChargeNo>)]
     pub charge: String,
     pub production_date: NaiveDate,
     pub expiry_date: Option<NaiveDate>,
     /// `pending` (default), `approved` or `rejected`.
-    #[schema(value_type = Option<String>, example = "approved")]
+    #[schema(schema_with = super::nullable::<events::QualityStatus>)]
     pub quality_status: Option<QualityStatus>,
 }
 
 #[utoipa::path(
-    post, path = "/articles/{article}/charges", tag = "charges", params(("article" = String, Path, description = "Article id, e.g. ART-1000")), request_body = RegisterChargeRequest,
+    post, path = "/articles/{article}/charges", tag = "charges", params(super::ArticlePath), request_body = RegisterChargeRequest,
     responses(CommandResponses)
 )]
 async fn register(
     State(state): State<AppState>,
     Path(article): Path<String>,
     ctx: CommandContext,
-    request: Result<Json<RegisterChargeRequest>, JsonRejection>,
+    JsonBody(request): JsonBody<RegisterChargeRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let r = body(request)?;
+    let r = request;
     let command = Command::RegisterCharge(RegisterCharge {
         article: article_id(article)?,
         charge: field("charge", ChargeNo::parse(r.charge))?,
@@ -64,9 +63,10 @@ async fn register(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QualityResultRequest {
+    #[schema(min_items = 1)]
     pub measurements: Vec<MeasurementRequest>,
     /// The charge's status after this analysis (`pending`, `approved`, `rejected`); unchanged when absent.
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = super::nullable::<events::QualityStatus>)]
     pub quality_status: Option<QualityStatus>,
 }
 
@@ -74,24 +74,27 @@ pub struct QualityResultRequest {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MeasurementRequest {
+    #[schema(schema_with = super::domain::<events::Text>)]
     pub name: String,
     /// A decimal number as a string, kept exactly.
+    #[schema(schema_with = super::domain::<events::DecimalValue>)]
     pub value: String,
+    #[schema(schema_with = super::nullable::<events::Text>)]
     pub unit: Option<String>,
 }
 
 #[utoipa::path(
-    post, path = "/articles/{article}/charges/{charge}/quality-results", tag = "charges", params(("article" = String, Path, description = "Article id, e.g. ART-1000"), ("charge" = String, Path, description = "Charge number within the article")), request_body = QualityResultRequest,
+    post, path = "/articles/{article}/charges/{charge}/quality-results", tag = "charges", params(super::ChargePath), request_body = QualityResultRequest,
     responses(CommandResponses)
 )]
 async fn record_quality(
     State(state): State<AppState>,
     Path((article, charge)): Path<(String, String)>,
     ctx: CommandContext,
-    request: Result<Json<QualityResultRequest>, JsonRejection>,
+    JsonBody(request): JsonBody<QualityResultRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let (article, charge) = ids(article, charge)?;
-    let r = body(request)?;
+    let r = request;
     let measurements = r
         .measurements
         .into_iter()
@@ -117,26 +120,27 @@ async fn record_quality(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BlockRequest {
+    #[schema(schema_with = super::domain::<events::Text>)]
     pub reason: String,
 }
 
 #[utoipa::path(
-    post, path = "/articles/{article}/charges/{charge}/block", tag = "charges", params(("article" = String, Path, description = "Article id, e.g. ART-1000"), ("charge" = String, Path, description = "Charge number within the article")), request_body = BlockRequest,
+    post, path = "/articles/{article}/charges/{charge}/block", tag = "charges", params(super::ChargePath), request_body = BlockRequest,
     responses(CommandResponses)
 )]
 async fn block(
     State(state): State<AppState>,
     Path((article, charge)): Path<(String, String)>,
     ctx: CommandContext,
-    request: Result<Json<BlockRequest>, JsonRejection>,
+    JsonBody(request): JsonBody<BlockRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let (article, charge) = ids(article, charge)?;
-    let reason = field("reason", Text::parse(body(request)?.reason))?;
+    let reason = field("reason", Text::parse(request.reason))?;
     execute(&state, &ctx, Command::BlockCharge(BlockCharge { article, charge, reason })).await
 }
 
 #[utoipa::path(
-    post, path = "/articles/{article}/charges/{charge}/release", tag = "charges", params(("article" = String, Path, description = "Article id, e.g. ART-1000"), ("charge" = String, Path, description = "Charge number within the article")),
+    post, path = "/articles/{article}/charges/{charge}/release", tag = "charges", params(super::ChargePath),
     responses(CommandResponses)
 )]
 async fn release(

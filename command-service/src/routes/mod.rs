@@ -10,8 +10,7 @@ pub mod stock;
 use std::fmt::Display;
 
 use axum::Json;
-use axum::extract::FromRequestParts;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -58,6 +57,65 @@ pub enum CommandResponses {
     /// PostgreSQL cannot be reached.
     #[response(status = 503, content_type = "application/problem+json")]
     Unavailable(Problem),
+}
+
+pub use platform::openapi::{domain, nullable};
+
+platform::parameters!(
+    /// Path parameter `{article}`.
+    ArticlePath { "article": events::ArticleId, Path, required, "Article id, e.g. `ART-1000`" }
+);
+
+platform::parameters!(
+    /// Path parameters `{article}` and `{charge}`.
+    ChargePath {
+        "article": events::ArticleId, Path, required, "Article id, e.g. `ART-1000`";
+        "charge": events::ChargeNo, Path, required, "Charge number within the article, e.g. `L2026-11-07`";
+    }
+);
+
+platform::parameters!(
+    /// Path parameters `{article}` and `{reservation}`.
+    ReservationPath {
+        "article": events::ArticleId, Path, required, "Article id, e.g. `ART-1000`";
+        "reservation": events::ReservationId, Path, required, "Reservation id";
+    }
+);
+
+/// Whole numbers in request bodies. JSON has one number type: `5` and `5.0`
+/// are the same number to it, and both are an `integer` to JSON Schema (and
+/// to the OpenAPI documents), so both are accepted; `5.5` is refused naming
+/// the field.
+pub mod whole {
+    use serde::de::{Deserialize, Deserializer, Error, Unexpected};
+
+    fn number<'de, D: Deserializer<'de>, T: TryFrom<i64>>(d: D) -> Result<T, D::Error> {
+        let n = serde_json::Number::deserialize(d)?;
+        let whole = n.as_i64().or_else(|| {
+            let f = n.as_f64()?;
+            // Beyond 2^63 an f64 no longer converts exactly.
+            (f.fract() == 0.0 && f.abs() < 9.2e18).then_some(f as i64)
+        });
+        let unexpected = || match n.as_f64() {
+            Some(f) => Unexpected::Float(f),
+            None => Unexpected::Other("a number out of range"),
+        };
+        let whole = whole.ok_or_else(|| D::Error::invalid_value(unexpected(), &"a whole number"))?;
+        T::try_from(whole).map_err(|_| D::Error::invalid_value(Unexpected::Signed(whole), &"a smaller whole number"))
+    }
+
+    /// A required whole number.
+    pub fn required<'de, D: Deserializer<'de>, T: TryFrom<i64>>(d: D) -> Result<T, D::Error> {
+        number(d)
+    }
+
+    /// An optional whole number (`null` or absent: `None`); use with `#[serde(default)]`.
+    pub fn optional<'de, D: Deserializer<'de>, T: TryFrom<i64>>(d: D) -> Result<Option<T>, D::Error> {
+        match Option::<serde_json::Number>::deserialize(d)? {
+            None => Ok(None),
+            Some(n) => number(serde_json::Value::Number(n)).map(Some).map_err(D::Error::custom),
+        }
+    }
 }
 
 /// Header naming who sends a command; `anonymous` when absent.
@@ -108,9 +166,39 @@ pub fn optional<T, U, E: Display>(name: &str, value: Option<T>, parse: impl FnOn
     value.map(parse).transpose().map_err(|e| ApiError::invalid(name, e))
 }
 
-/// The body as `T`, or the 400/413/415/422 that says why not.
-pub fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    Ok(body?.0)
+/// A request body that is a JSON object, as `T`; otherwise the 400, 413,
+/// 415 or 422 that says why not. serde also reads a struct from a JSON
+/// array, field by field in order (`[5, null]` would pass for
+/// `{"quantity": 5, "posted_at": null}`): a body must be an object.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        if !is_json(request.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = axum::body::Bytes::from_request(request, state).await.map_err(|e| match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+            _ => ApiError::MalformedJson(e.body_text()),
+        })?;
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+                Ok(_) => ApiError::invalid("body", "must be a JSON object"),
+                Err(e) => ApiError::MalformedJson(e.to_string()),
+            });
+        }
+        Ok(Self(Json::<T>::from_bytes(&bytes)?.0))
+    }
+}
+
+/// Whether the request declares a JSON body (`application/json` or `application/*+json`).
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Executes a command: 201 when it appended events, 200 when it changed

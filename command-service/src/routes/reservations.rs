@@ -1,7 +1,5 @@
 //! Reservations of part of a charge in a warehouse: reserve, release, consume.
 
-use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 use utoipa_axum::router::OpenApiRouter;
@@ -11,7 +9,7 @@ use events::*;
 use serde::Deserialize;
 
 use super::articles::article_id;
-use super::{CommandContext, CommandResponses, body, execute, field, optional};
+use super::{CommandContext, CommandResponses, JsonBody, execute, field, optional};
 use crate::error::ApiError;
 use crate::startup::AppState;
 
@@ -24,25 +22,31 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct ReserveRequest {
     /// Chosen by the client (e.g. the order line); generated when absent.
+    #[schema(schema_with = super::nullable::<events::ReservationId>)]
     pub reservation: Option<String>,
+    #[schema(schema_with = super::domain::<events::ChargeNo>)]
     pub charge: String,
+    #[schema(schema_with = super::domain::<events::WarehouseId>)]
     pub warehouse: String,
+    #[schema(schema_with = super::domain::<events::Quantity>)]
+    #[serde(deserialize_with = "super::whole::required")]
     pub quantity: i64,
     /// What the stock is reserved for, e.g. an order number.
+    #[schema(schema_with = super::domain::<events::Text>)]
     pub reference: String,
 }
 
 #[utoipa::path(
-    post, path = "/articles/{article}/reservations", tag = "reservations", params(("article" = String, Path, description = "Article id, e.g. ART-1000")), request_body = ReserveRequest,
+    post, path = "/articles/{article}/reservations", tag = "reservations", params(super::ArticlePath), request_body = ReserveRequest,
     responses(CommandResponses)
 )]
 async fn reserve(
     State(state): State<AppState>,
     Path(article): Path<String>,
     ctx: CommandContext,
-    request: Result<Json<ReserveRequest>, JsonRejection>,
+    JsonBody(request): JsonBody<ReserveRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let r = body(request)?;
+    let r = request;
     let reservation = match r.reservation {
         Some(id) => field("reservation", ReservationId::parse(id))?,
         None => ReservationId::parse(uuid::Uuid::new_v4().to_string()).expect("a UUID is a valid id"),
@@ -62,46 +66,55 @@ fn ids(article: String, reservation: String) -> Result<(ArticleId, ReservationId
     Ok((article_id(article)?, field("reservation", ReservationId::parse(reservation))?))
 }
 
-/// Body of `.../release` and `.../consume`; all of what is left when `quantity` is absent.
+/// Body of `.../release`: all of what is left when `quantity` is absent. A
+/// release is not a stock movement and has no posting time.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct PartRequest {
+pub struct ReleaseRequest {
+    #[schema(schema_with = super::nullable::<events::Quantity>)]
+    #[serde(default, deserialize_with = "super::whole::optional")]
     pub quantity: Option<i64>,
-    /// Business time of a consumption; now when absent.
+}
+
+/// Body of `.../consume`: all of what is left when `quantity` is absent.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumeRequest {
+    #[schema(schema_with = super::nullable::<events::Quantity>)]
+    #[serde(default, deserialize_with = "super::whole::optional")]
+    pub quantity: Option<i64>,
+    /// Business time of the consumption; now when absent.
     pub posted_at: Option<DateTime<Utc>>,
 }
 
 #[utoipa::path(
-    post, path = "/articles/{article}/reservations/{reservation}/release", tag = "reservations", params(("article" = String, Path, description = "Article id, e.g. ART-1000"), ("reservation" = String, Path, description = "Reservation id")), request_body = PartRequest,
+    post, path = "/articles/{article}/reservations/{reservation}/release", tag = "reservations", params(super::ReservationPath), request_body = ReleaseRequest,
     responses(CommandResponses)
 )]
 async fn release(
     State(state): State<AppState>,
     Path((article, reservation)): Path<(String, String)>,
     ctx: CommandContext,
-    request: Result<Json<PartRequest>, JsonRejection>,
+    JsonBody(request): JsonBody<ReleaseRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let (article, reservation) = ids(article, reservation)?;
-    let r = body(request)?;
-    if r.posted_at.is_some() {
-        return Err(ApiError::invalid("posted_at", "a release is not a stock movement and has no posting time"));
-    }
+    let r = request;
     let quantity = optional("quantity", r.quantity, Quantity::new)?;
     execute(&state, &ctx, Command::ReleaseReservation(ReleaseReservation { article, reservation, quantity })).await
 }
 
 #[utoipa::path(
-    post, path = "/articles/{article}/reservations/{reservation}/consume", tag = "reservations", params(("article" = String, Path, description = "Article id, e.g. ART-1000"), ("reservation" = String, Path, description = "Reservation id")), request_body = PartRequest,
+    post, path = "/articles/{article}/reservations/{reservation}/consume", tag = "reservations", params(super::ReservationPath), request_body = ConsumeRequest,
     responses(CommandResponses)
 )]
 async fn consume(
     State(state): State<AppState>,
     Path((article, reservation)): Path<(String, String)>,
     ctx: CommandContext,
-    request: Result<Json<PartRequest>, JsonRejection>,
+    JsonBody(request): JsonBody<ConsumeRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let (article, reservation) = ids(article, reservation)?;
-    let r = body(request)?;
+    let r = request;
     let quantity = optional("quantity", r.quantity, Quantity::new)?;
     let command = Command::ConsumeReservation(ConsumeReservation { article, reservation, quantity, posted_at: r.posted_at });
     execute(&state, &ctx, command).await

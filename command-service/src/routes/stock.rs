@@ -1,8 +1,6 @@
 //! Stock movements: receipts, issues, transfers and inventory counts.
 
-use axum::Json;
 use axum::extract::State;
-use axum::extract::rejection::JsonRejection;
 use axum::response::IntoResponse;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -10,7 +8,7 @@ use chrono::{DateTime, Utc};
 use events::*;
 use serde::Deserialize;
 
-use super::{CommandContext, CommandResponses, body, execute, field};
+use super::{CommandContext, CommandResponses, JsonBody, execute, field};
 use crate::error::ApiError;
 use crate::startup::AppState;
 
@@ -26,10 +24,15 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MovementRequest {
+    #[schema(schema_with = super::domain::<events::ArticleId>)]
     pub article: String,
+    #[schema(schema_with = super::domain::<events::ChargeNo>)]
     pub charge: String,
+    #[schema(schema_with = super::domain::<events::WarehouseId>)]
     pub warehouse: String,
     /// Whole base units of the article.
+    #[schema(schema_with = super::domain::<events::Quantity>)]
+    #[serde(deserialize_with = "super::whole::required")]
     pub quantity: i64,
     /// Business time; now when absent. At most 30 days back.
     pub posted_at: Option<DateTime<Utc>>,
@@ -63,9 +66,9 @@ impl TryFrom<MovementRequest> for Movement {
 async fn receipt(
     State(state): State<AppState>,
     ctx: CommandContext,
-    request: Result<Json<MovementRequest>, JsonRejection>,
+    JsonBody(request): JsonBody<MovementRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let m: Movement = body(request)?.try_into()?;
+    let m: Movement = request.try_into()?;
     let command = Command::PostReceipt(PostReceipt {
         article: m.article,
         charge: m.charge,
@@ -83,9 +86,9 @@ async fn receipt(
 async fn issue(
     State(state): State<AppState>,
     ctx: CommandContext,
-    request: Result<Json<MovementRequest>, JsonRejection>,
+    JsonBody(request): JsonBody<MovementRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let m: Movement = body(request)?.try_into()?;
+    let m: Movement = request.try_into()?;
     let command = Command::PostIssue(PostIssue {
         article: m.article,
         charge: m.charge,
@@ -100,10 +103,16 @@ async fn issue(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferRequest {
+    #[schema(schema_with = super::domain::<events::ArticleId>)]
     pub article: String,
+    #[schema(schema_with = super::domain::<events::ChargeNo>)]
     pub charge: String,
+    #[schema(schema_with = super::domain::<events::WarehouseId>)]
     pub from: String,
+    #[schema(schema_with = super::domain::<events::WarehouseId>)]
     pub to: String,
+    #[schema(schema_with = super::domain::<events::Quantity>)]
+    #[serde(deserialize_with = "super::whole::required")]
     pub quantity: i64,
     pub posted_at: Option<DateTime<Utc>>,
 }
@@ -129,19 +138,24 @@ impl TryFrom<TransferRequest> for TransferStock {
 async fn transfer(
     State(state): State<AppState>,
     ctx: CommandContext,
-    request: Result<Json<TransferRequest>, JsonRejection>,
+    JsonBody(request): JsonBody<TransferRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    execute(&state, &ctx, Command::TransferStock(body(request)?.try_into()?)).await
+    execute(&state, &ctx, Command::TransferStock(request.try_into()?)).await
 }
 
 /// Body of `POST /stock/inventory-counts`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CountRequest {
+    #[schema(schema_with = super::domain::<events::ArticleId>)]
     pub article: String,
+    #[schema(schema_with = super::domain::<events::ChargeNo>)]
     pub charge: String,
+    #[schema(schema_with = super::domain::<events::WarehouseId>)]
     pub warehouse: String,
     /// The counted quantity (0 or more).
+    #[schema(schema_with = super::domain::<events::Counted>)]
+    #[serde(deserialize_with = "super::whole::required")]
     pub counted: i64,
     pub posted_at: Option<DateTime<Utc>>,
 }
@@ -166,7 +180,7 @@ impl TryFrom<CountRequest> for CountInventory {
 async fn count(
     State(state): State<AppState>,
     ctx: CommandContext,
-    request: Result<Json<CountRequest>, JsonRejection>,
+    JsonBody(request): JsonBody<CountRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    execute(&state, &ctx, Command::CountInventory(body(request)?.try_into()?)).await
+    execute(&state, &ctx, Command::CountInventory(request.try_into()?)).await
 }

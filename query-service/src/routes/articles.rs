@@ -36,16 +36,14 @@ pub fn article_tag(article: &ArticleId) -> String {
 /// sequence.
 #[utoipa::path(
     get, path = "/articles/{article}/stock", tag = "stock",
-    params(
-        ("article" = String, Path, description = "Article id, e.g. ART-1000"),
-        ("consistent_with" = Option<String>, Query, description = "A consistency token (`article:ART-1000@12`): answer only once the projection includes that write"),
-    ),
+    params(super::params::ArticlePath, super::params::ConsistencyQuery),
     responses(
         (status = 200, description = "The stock document"),
         (status = 304, description = "Not modified (If-None-Match)"),
         (status = 400, description = "Malformed article id or token"),
         (status = 404, description = "Unknown article"),
         (status = 504, description = "The projection did not reach the token in time"),
+        (status = 503, description = "The read models cannot be reached", content_type = "application/problem+json"),
     )
 )]
 async fn article_stock(
@@ -66,8 +64,8 @@ async fn article_stock(
     serve(&state, &headers, token, &key, fetch, fresh, || format!("article {article}")).await
 }
 
-/// Query parameters of the catalogue.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+/// Query parameters of the catalogue (documented by [`super::params::CatalogueQuery`]).
+#[derive(Debug, Deserialize)]
 pub struct CatalogueParams {
     /// Only articles of this category.
     category: Option<String>,
@@ -99,10 +97,11 @@ struct CatalogueItem {
 /// The article catalogue, by name (case-insensitive), optionally of one
 /// category and with a name prefix; keyset-paginated.
 #[utoipa::path(
-    get, path = "/articles", tag = "catalogue", params(CatalogueParams),
+    get, path = "/articles", tag = "catalogue", params(super::params::CatalogueQuery, super::params::PageQuery),
     responses(
         (status = 200, description = "A page of articles: `{items, next_cursor}`"),
         (status = 400, description = "A malformed parameter, named in `field`"),
+        (status = 503, description = "The read models cannot be reached", content_type = "application/problem+json"),
     )
 )]
 async fn catalogue(
@@ -111,10 +110,10 @@ async fn catalogue(
     Query(params): Query<CatalogueParams>,
 ) -> Result<Response, ApiError> {
     let category = params.category.map(|c| param("category", Category::parse(c))).transpose()?;
-    let prefix = params.name_prefix.map(|p| p.trim().to_lowercase()).filter(|p| !p.is_empty());
-    if prefix.as_ref().is_some_and(|p| p.chars().count() > events::MAX_TEXT_LEN) {
+    if params.name_prefix.as_ref().is_some_and(|p| p.chars().count() > events::MAX_TEXT_LEN) {
         return Err(ApiError::bad("name_prefix", format!("must be at most {} characters long", events::MAX_TEXT_LEN)));
     }
+    let prefix = params.name_prefix.map(|p| p.trim().to_lowercase()).filter(|p| !p.is_empty());
     let page = Page::parse(&PageParams { limit: params.limit, cursor: params.cursor }, "catalogue", &state.pages)?;
     let key = format!("list:catalogue:{category:?}:{prefix:?}:{page:?}");
     let (state, prefix, category, page) = (&state, &prefix, &category, &page);
@@ -175,10 +174,11 @@ struct LowStockItem {
 /// Articles whose available stock is below their reorder point (not
 /// discontinued ones), by article id; keyset-paginated.
 #[utoipa::path(
-    get, path = "/low-stock", tag = "stock", params(("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    get, path = "/low-stock", tag = "stock", params(super::params::PageQuery),
     responses(
         (status = 200, description = "A page of articles below their reorder point: `{items, next_cursor}`"),
         (status = 400, description = "A malformed parameter, named in `field`"),
+        (status = 503, description = "The read models cannot be reached", content_type = "application/problem+json"),
     )
 )]
 async fn low_stock(
@@ -212,8 +212,8 @@ async fn low_stock(
     serve(state, &headers, None, &key, fetch, no_fresh, || "low stock".to_owned()).await
 }
 
-/// Query parameters of the stock as of a time.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+/// Query parameters of the stock as of a time (documented by [`super::params::AsOfQuery`]).
+#[derive(Debug, Deserialize)]
 pub struct AsOfParams {
     /// The moment, RFC 3339 (`2026-11-20T18:00:00Z`) or a date (its start in UTC).
     at: Option<String>,
@@ -247,11 +247,12 @@ struct AsOfCharge {
 /// Answered from the movement history, without replaying events.
 #[utoipa::path(
     get, path = "/articles/{article}/stock/as-of", tag = "stock",
-    params(("article" = String, Path), AsOfParams),
+    params(super::params::ArticlePath, super::params::AsOfQuery),
     responses(
         (status = 200, description = "`{article, at, on_hand, warehouses, charges}`, the shape of `erp-replay stock-as-of`"),
         (status = 400, description = "`at` missing or malformed, or a malformed article id"),
         (status = 404, description = "Unknown article"),
+        (status = 503, description = "The read models cannot be reached", content_type = "application/problem+json"),
     )
 )]
 async fn stock_as_of(

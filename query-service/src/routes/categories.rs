@@ -32,12 +32,13 @@ pub fn lists() -> OpenApiRouter<AppState> {
 /// that changed it.
 #[utoipa::path(
     get, path = "/categories/{category}", tag = "categories",
-    params(("category" = String, Path, description = "Category, e.g. fasteners")),
+    params(super::params::CategoryPath),
     responses(
         (status = 200, description = "`{category, version, charges, charges_in_stock, on_hand, blocked}`"),
         (status = 304, description = "Not modified (If-None-Match)"),
         (status = 400, description = "Malformed category"),
         (status = 404, description = "No charge was ever registered in this category"),
+        (status = 503, description = "The read models cannot be reached", content_type = "application/problem+json"),
     )
 )]
 async fn category_summary(
@@ -56,11 +57,12 @@ async fn category_summary(
 /// The charges of a category, newest production date first; keyset-paginated.
 #[utoipa::path(
     get, path = "/categories/{category}/charges", tag = "categories",
-    params(("category" = String, Path), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    params(super::params::CategoryPath, super::params::PageQuery),
     responses(
         (status = 200, description = "A page of charges: `{items, next_cursor}`"),
         (status = 400, description = "A malformed parameter, named in `field`"),
         (status = 404, description = "No charge was ever registered in this category"),
+        (status = 503, description = "The read models cannot be reached", content_type = "application/problem+json"),
     )
 )]
 async fn category_charges(

@@ -55,11 +55,12 @@ async fn exists(pool: &PgPool, sql: String, binds: &[&str]) -> Result<bool, sqlx
 /// The charges of an article, newest production date first; keyset-paginated.
 #[utoipa::path(
     get, path = "/articles/{article}/charges", tag = "charges",
-    params(("article" = String, Path), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    params(super::params::ArticlePath, super::params::PageQuery),
     responses(
         (status = 200, description = "A page of charges: `{items, next_cursor}`"),
         (status = 400, description = "A malformed parameter, named in `field`"),
         (status = 404, description = "Unknown article"),
+        (status = 503, description = "The read models cannot be reached", content_type = "application/problem+json"),
     )
 )]
 async fn article_charges(
@@ -192,16 +193,14 @@ async fn load_detail(state: &AppState, article: &ArticleId, charge: &ChargeNo) -
 /// its open reservations.
 #[utoipa::path(
     get, path = "/articles/{article}/charges/{charge}", tag = "charges",
-    params(
-        ("article" = String, Path), ("charge" = String, Path),
-        ("consistent_with" = Option<String>, Query, description = "A consistency token: answer only once the projection includes that write"),
-    ),
+    params(super::params::ChargePath, super::params::ConsistencyQuery),
     responses(
         (status = 200, description = "The charge"),
         (status = 304, description = "Not modified (If-None-Match)"),
         (status = 400, description = "A malformed parameter, named in `field`"),
         (status = 404, description = "Unknown article or charge"),
         (status = 504, description = "The projection did not reach the token in time"),
+        (status = 503, description = "The read models cannot be reached", content_type = "application/problem+json"),
     )
 )]
 async fn charge_detail(
@@ -219,8 +218,8 @@ async fn charge_detail(
     serve(&state, &headers, token, &key, fetch, fresh, || format!("charge {charge} of article {article}")).await
 }
 
-/// Query parameters of a movement history.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+/// Query parameters of a movement history (documented by [`super::params::MovementQuery`]).
+#[derive(Debug, Deserialize)]
 pub struct MovementParams {
     /// Only movements in this warehouse.
     warehouse: Option<String>,
@@ -250,11 +249,12 @@ struct MovementItem {
 /// movement is backdated before it); keyset-paginated.
 #[utoipa::path(
     get, path = "/articles/{article}/charges/{charge}/movements", tag = "charges",
-    params(("article" = String, Path), ("charge" = String, Path), MovementParams),
+    params(super::params::ChargePath, super::params::MovementQuery, super::params::PageQuery),
     responses(
         (status = 200, description = "A page of movements: `{items, next_cursor}`"),
         (status = 400, description = "A malformed parameter, named in `field`"),
         (status = 404, description = "Unknown article or charge"),
+        (status = 503, description = "The read models cannot be reached", content_type = "application/problem+json"),
     )
 )]
 async fn movements(

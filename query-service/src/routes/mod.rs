@@ -6,6 +6,7 @@
 pub mod articles;
 pub mod categories;
 pub mod charges;
+pub mod params;
 pub mod status;
 
 use std::sync::Arc;
