@@ -109,7 +109,7 @@ fn prometheus_and_grafana_are_provisioned_from_files_that_exist() {
     let dashboard: serde_json::Value =
         serde_json::from_slice(&std::fs::read(root.join("deploy/grafana/dashboards/erp-stock.json")).unwrap()).unwrap();
     let titles: Vec<&str> = dashboard["panels"].as_array().unwrap().iter().filter_map(|p| p["title"].as_str()).collect();
-    for wanted in ["Top 10 slowest", "Requests per second by route", "CPU", "Memory", "Database connections", "Projection lag", "Outbox backlog", "Cache hit rate"] {
+    for wanted in ["Top 10 slowest", "Requests per second by route", "CPU", "Memory", "Database connections", "Projection lag", "Outbox backlog", "Cache hit rate", "Projector partitions", "Projector stalled"] {
         assert!(titles.iter().any(|t| t.starts_with(wanted)), "no panel {wanted:?} in {titles:?}");
     }
 }
