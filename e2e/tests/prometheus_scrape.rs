@@ -88,6 +88,8 @@ async fn a_real_prometheus_scrapes_every_service_and_sees_the_key_series() -> an
         ("erp_kafka_produce_duration_seconds_count", "command-service"),
         ("erp_events_applied_total", "projector"),
         ("erp_db_pool_connections", "projector"),
+        ("erp_projector_partitions_owned", "projector"),
+        ("erp_projector_partitions_unowned", "projector"),
         ("erp_http_requests_total", "query-service"),
         ("process_resident_memory_bytes", "query-service"),
     ] {
@@ -101,7 +103,7 @@ async fn a_real_prometheus_scrapes_every_service_and_sees_the_key_series() -> an
 
     let rules = api(format!("{}/api/v1/rules", prometheus.url)).await.expect("rules");
     let loaded: usize = rules["data"]["groups"].as_array().unwrap().iter().map(|g| g["rules"].as_array().unwrap().len()).sum();
-    assert_eq!(loaded, 9, "the alert rules are loaded");
+    assert_eq!(loaded, 12, "the alert rules are loaded");
 
     drop(prometheus);
     for service in [query, projector, command] {
