@@ -92,6 +92,13 @@ impl Case {
         Ok(fault_end.elapsed())
     }
 
+    /// The fault ended now: waits for the recovery, then [`Case::finish`].
+    async fn recover_and_finish(self) -> anyhow::Result<()> {
+        let fault_end = Instant::now();
+        let recovery = self.recovered(fault_end).await?;
+        self.finish(recovery, json!({})).await
+    }
+
     /// Lets the load run another phase, checks that new commands were
     /// accepted and served, stops everything and runs the three-way check.
     async fn finish(self, recovery: Duration, details: serde_json::Value) -> anyhow::Result<()> {
@@ -212,10 +219,7 @@ async fn a_command_service_killed_amid_group_commits_loses_no_accepted_command_a
     let mut case = Case::start("command-service SIGKILL", env.clone(), &env, 1, Extra::default()).await?;
     case.command.crash().await?;
     case.command.respawn()?;
-    let fault_end = Instant::now();
-    testkit::wait_ready(&case.command.base_url, RECOVER_WITHIN).await?;
-    let recovery = case.recovered(fault_end).await?;
-    case.finish(recovery, json!({})).await
+    case.recover_and_finish().await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -242,10 +246,7 @@ async fn a_query_service_killed_under_load_serves_every_accepted_write_after_its
     let mut case = Case::start("query-service SIGKILL", env.clone(), &env, 1, Extra::default()).await?;
     case.query.crash().await?;
     case.query.respawn()?;
-    let fault_end = Instant::now();
-    testkit::wait_ready(&case.query.base_url, RECOVER_WITHIN).await?;
-    let recovery = case.recovered(fault_end).await?;
-    case.finish(recovery, json!({})).await
+    case.recover_and_finish().await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -257,9 +258,7 @@ async fn postgres_restarted_with_a_fast_shutdown_under_load_loses_nothing() -> a
     if let Err(e) = pg.restart_fast().await {
         anyhow::bail!("{e}\n{}", pg.log());
     }
-    let fault_end = Instant::now();
-    let recovery = case.recovered(fault_end).await?;
-    case.finish(recovery, json!({})).await
+    case.recover_and_finish().await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -269,9 +268,7 @@ async fn redis_restarted_empty_under_load_is_refilled_and_serves_every_accepted_
     let env = TestEnv::on(&servers, 4).await?;
     let case = Case::start("Redis restarted empty", env.clone(), &env, 1, Extra::default()).await?;
     redis.restart_empty().await?;
-    let fault_end = Instant::now();
-    let recovery = case.recovered(fault_end).await?;
-    case.finish(recovery, json!({})).await
+    case.recover_and_finish().await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -283,9 +280,7 @@ async fn the_broker_stopped_for_ten_seconds_under_load_loses_nothing() -> anyhow
     broker.stop();
     tokio::time::sleep(Duration::from_secs(10)).await;
     broker.resume().await?;
-    let fault_end = Instant::now();
-    let recovery = case.recovered(fault_end).await?;
-    case.finish(recovery, json!({})).await
+    case.recover_and_finish().await
 }
 
 /// How long each network cut lasts.
@@ -298,19 +293,23 @@ fn authority(url: &str) -> String {
     authority.rsplit_once('@').map_or(authority, |(_, a)| a).to_owned()
 }
 
+/// Runs a case whose services reach a server through `proxy`, and cuts
+/// every connection through it for [`CUT`].
+async fn cut(name: &'static str, env: TestEnv, services: &TestEnv, proxy: &TcpProxy) -> anyhow::Result<()> {
+    let case = Case::start(name, env, services, 1, Extra::default()).await?;
+    proxy.down();
+    tokio::time::sleep(CUT).await;
+    proxy.up();
+    case.recover_and_finish().await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_network_cut_between_the_services_and_postgres_heals_and_loses_nothing() -> anyhow::Result<()> {
     let env = TestEnv::new(4).await?;
     let proxy = TcpProxy::start(&authority(&env.database.url)).await?;
     let mut services = env.clone();
     services.database.url = proxy.url_for(&env.database.url);
-    let case = Case::start("network cut to PostgreSQL", env.clone(), &services, 1, Extra::default()).await?;
-    proxy.down();
-    tokio::time::sleep(CUT).await;
-    proxy.up();
-    let fault_end = Instant::now();
-    let recovery = case.recovered(fault_end).await?;
-    case.finish(recovery, json!({})).await
+    cut("network cut to PostgreSQL", env, &services, &proxy).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -319,13 +318,7 @@ async fn a_network_cut_between_the_services_and_redis_heals_and_loses_nothing() 
     let proxy = TcpProxy::start(&authority(&env.redis.url)).await?;
     let mut services = env.clone();
     services.redis.url = proxy.url_for(&env.redis.url);
-    let case = Case::start("network cut to Redis", env.clone(), &services, 1, Extra::default()).await?;
-    proxy.down();
-    tokio::time::sleep(CUT).await;
-    proxy.up();
-    let fault_end = Instant::now();
-    let recovery = case.recovered(fault_end).await?;
-    case.finish(recovery, json!({})).await
+    cut("network cut to Redis", env, &services, &proxy).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -336,11 +329,5 @@ async fn a_network_cut_between_the_services_and_the_broker_heals_and_loses_nothi
     let _broker = Broker::start_advertising(listen, proxy.port).await?;
     let servers = Servers { brokers: format!("127.0.0.1:{}", proxy.port), ..Servers::shared() };
     let env = TestEnv::on(&servers, 4).await?;
-    let case = Case::start("network cut to the broker", env.clone(), &env, 1, Extra::default()).await?;
-    proxy.down();
-    tokio::time::sleep(CUT).await;
-    proxy.up();
-    let fault_end = Instant::now();
-    let recovery = case.recovered(fault_end).await?;
-    case.finish(recovery, json!({})).await
+    cut("network cut to the broker", env.clone(), &env, &proxy).await
 }
