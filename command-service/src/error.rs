@@ -45,7 +45,7 @@ impl ApiError {
     /// 503 when PostgreSQL cannot be reached, 500 for any other database error.
     pub fn database(e: impl Into<Arc<sqlx::Error>>) -> Self {
         let e = e.into();
-        if is_unavailable(&e) { ApiError::Unavailable(e) } else { ApiError::Internal(anyhow::Error::new(e)) }
+        if platform::db::is_unreachable(&e) { ApiError::Unavailable(e) } else { ApiError::Internal(anyhow::Error::new(e)) }
     }
 
     pub fn invalid(field: impl Into<String>, reason: impl ToString) -> Self {
@@ -122,9 +122,3 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Whether a database error means "cannot reach PostgreSQL right now" (503)
-/// rather than a defect (500).
-fn is_unavailable(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_))
-        || e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c.starts_with("08") || c.starts_with("57P"))
-}

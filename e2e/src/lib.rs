@@ -197,7 +197,7 @@ pub async fn post_history(command: &str, articles: usize) -> anyhow::Result<()> 
 pub async fn caught_up(pool: &PgPool) -> anyhow::Result<()> {
     eventually(Duration::from_secs(60), "the projection to catch up", || async {
         let written: i64 = sqlx::query_scalar("select count(*) from events").fetch_one(pool).await.ok()?;
-        let generation = platform::readmodel::active(pool).await.ok()??;
+        let generation = readmodel::active(pool).await.ok()??;
         let applied: Option<i64> = sqlx::query_scalar(&format!("select sum(sequence)::int8 from {}.streams", generation.schema))
             .fetch_one(pool)
             .await

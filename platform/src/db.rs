@@ -114,6 +114,24 @@ pub async fn migrate(pool: &PgPool, settings: &DatabaseSettings) -> Result<(), s
     Ok(())
 }
 
+/// Whether `e` means "PostgreSQL cannot be reached right now" (a 503, a
+/// retry) rather than a defect or a refusal: the connection broke or could
+/// not be made (I/O, TLS, a protocol error mid-stream, the pool's timeout),
+/// or the server reports a connection exception (SQLSTATE class 08) or an
+/// operator intervention (57P: shutting down, restarting, not yet accepting
+/// connections). Every service decides it here.
+pub fn is_unreachable(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+    ) || e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c.starts_with("08") || c.starts_with("57P"))
+}
+
 /// True when PostgreSQL answers a trivial query.
 pub async fn ping(pool: &PgPool) -> bool {
     sqlx::query("select 1").execute(pool).await.is_ok()

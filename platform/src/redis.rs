@@ -48,14 +48,11 @@ impl RedisSettings {
     }
 
     /// The channel on which the projector publishes invalidation tags, one per
-    /// line; [`ALL_TAG`] drops everything.
+    /// line; `readmodel::keys::ALL_TAG` drops everything.
     pub fn invalidation_channel(&self) -> String {
         format!("{}invalidate", self.key_prefix)
     }
 }
-
-/// The invalidation tag that drops every cached entry (a generation swap).
-pub const ALL_TAG: &str = crate::tags::ALL;
 
 /// A Redis connection made on first use and re-made after failures, with short
 /// timeouts: a down Redis costs a caller half a second at most, never a hang.

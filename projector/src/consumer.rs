@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use platform::kafka::KafkaSettings;
-use platform::readmodel::Generation;
+use readmodel::{Generation, Statements};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sqlx::PgPool;
@@ -43,7 +43,8 @@ use crate::progress::Progress;
 use crate::record::Incoming;
 use crate::settings::ProjectorSettings;
 use crate::sink::{RedisSink, repair};
-use crate::store::{ApplyError, Mode, Outcome, StateCache, Statements};
+use crate::apply::{ApplyError, Mode, Outcome};
+use crate::cache::StateCache;
 
 /// How often the topic's partition list is read again.
 const PARTITIONS_EVERY: Duration = Duration::from_secs(30);
@@ -108,7 +109,7 @@ impl Projector {
     /// Runs until `shutdown` is cancelled; the batch in hand is finished first.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let topic = self.kafka.events_topic.clone();
-        let generation = platform::readmodel::serving(&self.pool).await?;
+        let generation = readmodel::serving(&self.pool).await?;
         tracing::info!(generation = generation.id, "projecting into the serving generation");
         let shared = Arc::new(Mutex::new(generation.clone()));
         let mut sql = Arc::new(Statements::new(generation));
@@ -263,10 +264,7 @@ impl Projector {
     /// generation of `sql`: assigns them (just taken) or seeks them (a new
     /// generation).
     async fn position(&self, partitions: &Partitions, sql: &Statements, owned: &[i32], how: Seek) -> anyhow::Result<()> {
-        let stored = {
-            let mut conn = self.pool.acquire().await?;
-            sql.load_offsets(&mut conn, &partitions.topic).await?
-        };
+        let stored = readmodel::tables::offsets::load(&self.pool, &sql.offsets, &partitions.topic).await?;
         let next = |p: &i32| stored.get(p).copied();
         match how {
             Seek::Assign => {
@@ -353,8 +351,8 @@ impl Projector {
         match self.sink.publish(sql.generation.id, &outcome.documents, &outcome.tags).await {
             Ok(()) => {
                 if !outcome.redis_outbox_ids.is_empty() {
-                    let delete = format!("delete from {}.redis_outbox where id = any($1)", sql.generation.schema);
-                    if let Err(e) = sqlx::query(&delete).bind(&outcome.redis_outbox_ids).execute(&self.pool).await {
+                    let delete = readmodel::tables::redis_outbox::delete(&self.pool, &sql.generation.schema, &outcome.redis_outbox_ids);
+                    if let Err(e) = delete.await {
                         tracing::debug!(error = %e, "cannot clear the Redis outbox rows; the repair will");
                     }
                 }
@@ -421,8 +419,7 @@ async fn repair_loop(pool: PgPool, sink: Arc<RedisSink>, generation: Arc<Mutex<G
         if let Err(e) = repair(&pool, &sink, &generation, Duration::from_secs(2)).await {
             tracing::debug!(error = %e, "Redis repair did not complete; retrying");
         }
-        let count = format!("select count(*) from {}.streams where halted", generation.schema);
-        if let Ok((halted,)) = sqlx::query_as::<_, (i64,)>(&count).fetch_one(&pool).await {
+        if let Ok(halted) = readmodel::tables::streams::halted_count(&pool, &generation.schema).await {
             platform::metrics::HALTED_STREAMS.set(halted);
         }
     }

@@ -16,7 +16,8 @@
 use std::time::Duration;
 
 use platform::kafka::KafkaSettings;
-use platform::readmodel::Generation;
+use readmodel::tables::{dead_letters, redis_outbox, streams};
+use readmodel::{Generation, Statements};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
@@ -24,7 +25,8 @@ use sqlx::PgPool;
 
 use crate::record::Incoming;
 use crate::sink::RedisSink;
-use crate::store::{Mode, Parked, Reason, StateCache, Statements, apply_batch};
+use crate::apply::{Mode, Outcome, Parked, Reason, apply_batch};
+use crate::cache::StateCache;
 
 /// The topic poison records are copied to.
 pub fn topic_of(events_topic: &str) -> String {
@@ -92,30 +94,12 @@ impl DeadLetterTopic {
     }
 }
 
-/// A parked record, as the operator sees it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct DeadLetter {
-    pub id: i64,
-    pub partition: i32,
-    pub offset: i64,
-    pub stream_id: Option<String>,
-    pub sequence: Option<i64>,
-    pub event_type: Option<String>,
-    pub reason: String,
-    pub status: String,
-    pub error: String,
-    pub parked_at: chrono::DateTime<chrono::Utc>,
-}
+pub use readmodel::tables::dead_letters::DeadLetter;
 
 /// Parked records of the serving generation (with `all`, resolved ones too), oldest first.
 pub async fn list(pool: &PgPool, all: bool) -> anyhow::Result<Vec<DeadLetter>> {
-    let generation = platform::readmodel::serving(pool).await?;
-    let sql = format!(
-        "select id, partition, \"offset\", stream_id, sequence, event_type, reason, status, error, parked_at
-         from {}.dead_letters where $1 or status = 'parked' order by id",
-        generation.schema
-    );
-    Ok(sqlx::query_as(&sql).bind(all).fetch_all(pool).await?)
+    let generation = readmodel::serving(pool).await?;
+    Ok(dead_letters::list(pool, &generation.schema, all).await?)
 }
 
 /// What re-driving one stream did.
@@ -131,13 +115,10 @@ pub struct Redriven {
 
 /// Applies the parked records of `stream` (or of every halted stream) again, in order.
 pub async fn redrive(pool: &PgPool, sink: &RedisSink, topic: &str, stream: Option<&str>) -> anyhow::Result<Vec<Redriven>> {
-    let generation = platform::readmodel::serving(pool).await?;
+    let generation = readmodel::serving(pool).await?;
     let streams: Vec<String> = match stream {
         Some(s) => vec![s.to_owned()],
-        None => {
-            let sql = format!("select stream_id from {}.streams where halted order by stream_id", generation.schema);
-            sqlx::query_scalar(&sql).fetch_all(pool).await?
-        }
+        None => streams::halted(pool, &generation.schema).await?,
     };
     let mut report = Vec::new();
     for stream in streams {
@@ -149,15 +130,8 @@ pub async fn redrive(pool: &PgPool, sink: &RedisSink, topic: &str, stream: Optio
 /// Passes over parked record `id` (it must be the first its stream waits on,
 /// with a readable sequence) and re-drives the stream's other parked records.
 pub async fn skip(pool: &PgPool, sink: &RedisSink, topic: &str, id: i64) -> anyhow::Result<Redriven> {
-    let generation = platform::readmodel::serving(pool).await?;
-    let sql = format!(
-        "select stream_id, sequence, status, (select min(id) from {s}.dead_letters f
-                  where f.stream_id = d.stream_id and f.status = 'parked')
-         from {s}.dead_letters d where id = $1",
-        s = generation.schema
-    );
-    let row: Option<(Option<String>, Option<i64>, String, Option<i64>)> =
-        sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?;
+    let generation = readmodel::serving(pool).await?;
+    let row = dead_letters::with_first_of_stream(pool, &generation.schema, id).await?;
     let Some((stream, sequence, status, first)) = row else { anyhow::bail!("no dead letter {id}") };
     anyhow::ensure!(status == "parked", "dead letter {id} is {status}, not parked");
     let Some(stream) = stream else {
@@ -173,10 +147,7 @@ pub async fn skip(pool: &PgPool, sink: &RedisSink, topic: &str, id: i64) -> anyh
         "dead letter {id} is not the first record {stream} waits on (that is {}); skip or re-drive that one first",
         first.map_or_else(|| "none".to_owned(), |f| f.to_string())
     );
-    let position: i64 = sqlx::query_scalar(&format!("select sequence from {}.streams where stream_id = $1", generation.schema))
-        .bind(&stream)
-        .fetch_one(pool)
-        .await?;
+    let position = streams::applied(pool, &generation.schema, &stream).await?.unwrap_or(0);
     anyhow::ensure!(
         sequence == Some(position + 1),
         "dead letter {id} is sequence {} of {stream}, which has applied up to {position}: the events between are \
@@ -210,10 +181,7 @@ async fn redrive_stream(
     if let Err(e) = sink.publish(generation.id, &outcome.documents, &outcome.tags).await {
         tracing::warn!(error = %e, "pushing documents to Redis failed; the projector's repair catches up");
     } else if !outcome.redis_outbox_ids.is_empty() {
-        sqlx::query(&format!("delete from {}.redis_outbox where id = any($1)", generation.schema))
-            .bind(&outcome.redis_outbox_ids)
-            .execute(pool)
-            .await?;
+        redis_outbox::delete(pool, &generation.schema, &outcome.redis_outbox_ids).await?;
     }
     Ok(report)
 }
@@ -224,24 +192,14 @@ async fn run_redrive(
     topic: &str,
     stream: &str,
     skip_first: bool,
-) -> anyhow::Result<(Redriven, crate::store::Outcome)> {
+) -> anyhow::Result<(Redriven, Outcome)> {
     let sql = Statements::new(generation.clone());
     let schema = &generation.schema;
     let mut tx = pool.begin().await?;
     // Lock the stream before reading what is parked, so that a live batch
     // parking another record of it either committed before or waits.
-    sqlx::query(&format!("select 1 from {schema}.streams where stream_id = $1 for update"))
-        .bind(stream)
-        .execute(&mut *tx)
-        .await?;
-    // In stream order: an event that was missing and arrived later comes first.
-    let rows: Vec<(i64, i32, i64, Option<String>, serde_json::Value, Vec<u8>)> = sqlx::query_as(&format!(
-        "select id, partition, \"offset\", key, headers, payload from {schema}.dead_letters
-         where stream_id = $1 and status = 'parked' order by sequence nulls last, \"offset\""
-    ))
-    .bind(stream)
-    .fetch_all(&mut *tx)
-    .await?;
+    streams::lock(&mut *tx, schema, stream).await?;
+    let rows = dead_letters::parked_of_stream(&mut *tx, schema, stream).await?;
     let records: Vec<Incoming> = rows
         .into_iter()
         .map(|(id, partition, offset, key, headers, payload)| {

@@ -1,34 +1,18 @@
 //! Read-model documents: the exact bytes the query-service returns, built
-//! once per change here so that a read does no computation.
+//! once per change here (JSON only; keys and tags come from
+//! [`readmodel::keys`], storage from [`readmodel::tables::documents`]) so
+//! that a read does no computation.
 
 use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 use events::ArticleState;
+use readmodel::keys;
+use readmodel::tables::categories::CategoryRow;
+use readmodel::tables::documents::Document;
 use serde::Serialize;
 
-use crate::model::{article_tag, category_tag, quality_status};
-
-/// A document ready to be stored and served: key, version (its ETag) and body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Document {
-    /// e.g. `stock:ART-1`.
-    pub key: String,
-    pub version: i64,
-    pub body: Vec<u8>,
-    /// Cache tags this document belongs to, e.g. `article:ART-1`.
-    pub tags: Vec<String>,
-}
-
-/// Document key of the stock of one article.
-pub fn stock_key(article: &str) -> String {
-    format!("stock:{article}")
-}
-
-/// Document key of a category's summary.
-pub fn category_key(category: &str) -> String {
-    format!("category:{category}")
-}
+use crate::projection::quality_status;
 
 #[derive(Serialize)]
 struct StockDoc<'a> {
@@ -122,7 +106,7 @@ pub fn stock_document(article: &str, state: &ArticleState) -> Document {
         charges,
     };
     Document {
-        key: stock_key(article),
+        key: keys::stock(article),
         version: state.version as i64,
         body: {
             // Sized for a few charges and warehouses: growing the buffer copied it again and again.
@@ -130,29 +114,18 @@ pub fn stock_document(article: &str, state: &ArticleState) -> Document {
             serde_json::to_writer(&mut body, &doc).expect("document serialises");
             body
         },
-        tags: vec![article_tag(article)],
+        tags: vec![keys::article_tag(article)],
     }
-}
-
-/// A row of `categories`.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, Serialize)]
-pub struct CategoryRow {
-    pub category: String,
-    pub charges: i64,
-    pub charges_in_stock: i64,
-    pub on_hand: i64,
-    pub blocked: i64,
-    pub version: i64,
 }
 
 /// The charges-per-category summary document; its version counts the events
 /// that changed it.
 pub fn category_document(row: &CategoryRow) -> Document {
     Document {
-        key: category_key(&row.category),
+        key: keys::category(&row.category),
         version: row.version,
         body: serde_json::to_vec(row).expect("document serialises"),
-        tags: vec![category_tag(&row.category)],
+        tags: vec![keys::category_tag(&row.category)],
     }
 }
 

@@ -22,8 +22,11 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 
+use readmodel::Statements;
+
+use crate::apply::{Mode, Outcome, apply_batch};
+use crate::cache::StateCache;
 use crate::record::Incoming;
-use crate::store::{Mode, Outcome, StateCache, Statements, apply_batch};
 
 /// What applying a batch came to.
 #[derive(Debug)]

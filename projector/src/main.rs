@@ -116,14 +116,14 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Checksum => {
             let (pool, _) = admin().await?;
-            let generation = platform::readmodel::serving(&pool).await?;
+            let generation = readmodel::serving(&pool).await?;
             let mut conn = pool.acquire().await?;
             let checksum = projector::rebuild::checksum(&mut conn, &generation).await?;
             println!("{{\"generation\":{},\"checksum\":\"{checksum}\"}}", generation.id);
         }
         Command::DropGeneration { generation } => {
             let (pool, sink) = admin().await?;
-            let generation = platform::readmodel::Generation::new(generation);
+            let generation = readmodel::Generation::new(generation);
             projector::rebuild::drop_generation(&pool, &sink, &generation).await?;
             println!("{{\"dropped\":{}}}", generation.id);
         }

@@ -16,12 +16,12 @@
 //!    invalidation published after the swap).
 //! 5. After a grace period the old generation's schema and Redis keys are dropped.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use platform::kafka::KafkaSettings;
-use platform::readmodel::Generation;
+use readmodel::{Generation, Statements};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
@@ -29,7 +29,8 @@ use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::record::Incoming;
 use crate::sink::{RedisSink, repair};
-use crate::store::{Mode, StateCache, Statements, apply_batch};
+use crate::apply::{Mode, apply_batch};
+use crate::cache::StateCache;
 
 /// Advisory lock key: one rebuild at a time.
 const REBUILD_LOCK: i64 = 0x6572_705f_7265_6275; // "erp_rebu"
@@ -68,7 +69,7 @@ pub async fn rebuild(
     let mut lock = PgConnection::connect_with(&pool.connect_options()).await?;
     let (locked,): (bool,) = sqlx::query_as("select pg_try_advisory_lock($1)").bind(REBUILD_LOCK).fetch_one(&mut lock).await?;
     anyhow::ensure!(locked, "another rebuild is running");
-    let serving = platform::readmodel::serving(pool).await?;
+    let serving = readmodel::serving(pool).await?;
     let (next,): (i64,) = sqlx::query_as("select coalesce(max(generation), 0) + 1 from read_model_generations")
         .fetch_one(pool)
         .await?;
@@ -111,15 +112,7 @@ async fn build_and_swap(
 ) -> anyhow::Result<RebuildReport> {
     let topic = kafka.events_topic.clone();
     let sql = Statements::new(generation.clone());
-    let skipped: HashSet<(i32, i64)> = sqlx::query_as::<_, (i32, i64)>(&format!(
-        "select partition, \"offset\" from {}.dead_letters where status = 'skipped' and topic = $1",
-        serving.schema
-    ))
-    .bind(&topic)
-    .fetch_all(pool)
-    .await?
-    .into_iter()
-    .collect();
+    let skipped = readmodel::tables::dead_letters::skipped(pool, &serving.schema, &topic).await?;
     let mode = Mode::Build { skipped };
 
     let consumer: StreamConsumer = kafka
@@ -190,7 +183,7 @@ async fn build_and_swap(
     sqlx::query("set local lock_timeout = '60s'").execute(&mut *tx).await?;
     let (pointer,): (i64,) = sqlx::query_as("select generation from read_model_pointer for update").fetch_one(&mut *tx).await?;
     anyhow::ensure!(pointer == serving.id, "generation {pointer} became the serving one meanwhile; nothing swapped");
-    let targets = serving_sql.load_offsets(&mut tx, &topic).await?;
+    let targets = readmodel::tables::offsets::load(&mut *tx, &serving_sql.offsets, &topic).await?;
     let mut documents = Vec::new();
     let mut tags = std::collections::BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -240,7 +233,7 @@ async fn build_and_swap(
 
 /// Drops a generation's schema and Redis keys and records it as dropped.
 pub async fn drop_generation(pool: &PgPool, sink: &RedisSink, generation: &Generation) -> anyhow::Result<()> {
-    let serving = platform::readmodel::active(pool).await?;
+    let serving = readmodel::active(pool).await?;
     anyhow::ensure!(serving.as_ref() != Some(generation), "generation {} serves; it cannot be dropped", generation.id);
     sqlx::query(&format!("drop schema if exists {} cascade", generation.schema)).execute(pool).await?;
     sqlx::query("update read_model_generations set status = 'dropped' where generation = $1")

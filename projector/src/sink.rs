@@ -17,11 +17,13 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use platform::readmodel::Generation;
-use platform::redis::{ALL_TAG, RedisConnection, RedisSettings};
+use readmodel::Generation;
+use platform::redis::{RedisConnection, RedisSettings};
+use readmodel::keys::ALL_TAG;
 use sqlx::PgPool;
 
-use crate::documents::Document;
+use readmodel::tables::documents::{self, Document};
+use readmodel::tables::redis_outbox;
 
 /// Keeps a stored value whose version is higher than the one offered.
 /// KEYS: document keys; ARGV: version, value for each key, in order.
@@ -175,26 +177,22 @@ pub async fn repair(pool: &PgPool, sink: &RedisSink, generation: &Generation, mi
         // Marked first: if Redis loses data while this copy runs, the marker
         // is gone too and the next round copies again.
         sink.mark_synced(generation.id).await?;
-        let (pending_until,): (Option<i64>,) =
-            sqlx::query_as(&format!("select max(id) from {schema}.redis_outbox")).fetch_one(pool).await?;
+        let pending_until = redis_outbox::last(pool, schema).await?;
         let copied = copy_all(pool, sink, generation).await?;
         if let Some(id) = pending_until {
-            sqlx::query(&format!("delete from {schema}.redis_outbox where id <= $1")).bind(id).execute(pool).await?;
+            redis_outbox::delete_until(pool, schema, id).await?;
         }
         tracing::info!(documents = copied, "copied the generation's documents into Redis");
         repair.full_copy = Some(copied);
     } else {
-        let rows: Vec<(i64, Vec<String>)> = sqlx::query_as(&format!(
-            "select id, keys from {schema}.redis_outbox
-             where created_at < now() - make_interval(secs => $1) order by id limit 100"
-        ))
-        .bind(min_age.as_secs_f64())
-        .fetch_all(pool)
-        .await?;
-        for (id, keys) in rows {
-            let documents = load_documents(pool, schema, &keys).await?;
+        for (id, keys) in redis_outbox::older_than(pool, schema, min_age).await? {
+            let documents: Vec<Document> = documents::by_keys(pool, schema, &keys)
+                .await?
+                .into_iter()
+                .map(|(key, version, body)| Document { key, version, body, tags: Vec::new() })
+                .collect();
             sink.publish(generation.id, &documents, &BTreeSet::new()).await?;
-            sqlx::query(&format!("delete from {schema}.redis_outbox where id = $1")).bind(id).execute(pool).await?;
+            redis_outbox::delete(pool, schema, &[id]).await?;
             repair.replayed_batches += 1;
         }
         if repair.replayed_batches > 0 {
@@ -210,27 +208,12 @@ pub async fn repair(pool: &PgPool, sink: &RedisSink, generation: &Generation, mi
 
 /// Copies every document of the generation, in key order, a chunk at a time.
 pub async fn copy_all(pool: &PgPool, sink: &RedisSink, generation: &Generation) -> anyhow::Result<u64> {
-    let sql = format!(
-        "select key, version, body from {}.documents where key > $1 order by key limit 1000",
-        generation.schema
-    );
     let (mut after, mut copied) = (String::new(), 0u64);
     loop {
-        let rows: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(&sql).bind(&after).fetch_all(pool).await?;
-        let Some(last) = rows.last() else { return Ok(copied) };
-        after = last.0.clone();
-        let documents: Vec<Document> =
-            rows.into_iter().map(|(key, version, body)| Document { key, version, body, tags: Vec::new() }).collect();
-        sink.publish(generation.id, &documents, &BTreeSet::new()).await?;
-        copied += documents.len() as u64;
+        let chunk = documents::after(pool, &generation.schema, &after, 1000).await?;
+        let Some(last) = chunk.last() else { return Ok(copied) };
+        after = last.key.clone();
+        sink.publish(generation.id, &chunk, &BTreeSet::new()).await?;
+        copied += chunk.len() as u64;
     }
-}
-
-async fn load_documents(pool: &PgPool, schema: &str, keys: &[String]) -> Result<Vec<Document>, sqlx::Error> {
-    let rows: Vec<(String, i64, Vec<u8>)> =
-        sqlx::query_as(&format!("select key, version, body from {schema}.documents where key = any($1)"))
-            .bind(keys)
-            .fetch_all(pool)
-            .await?;
-    Ok(rows.into_iter().map(|(key, version, body)| Document { key, version, body, tags: Vec::new() }).collect())
 }

@@ -5,11 +5,13 @@
 
 use chrono::{DateTime, Duration, Utc};
 use events::*;
-use platform::readmodel::Generation;
+use projector::apply::{ApplyError, Mode, Outcome, apply_batch};
+use projector::cache::StateCache;
 use projector::record::Incoming;
-use projector::store::{Mode, Outcome, StateCache, Statements, apply_batch};
+use readmodel::{Generation, Statements};
 use sqlx::PgPool;
 use testkit::TestEnv;
+use testkit::commands::{block, consume, count, issue, move_category, receipt, reserve, transfer};
 use testkit::events::{Streams, cloudevent};
 
 const TOPIC: &str = "events";
@@ -60,48 +62,13 @@ async fn checksum(pool: &PgPool, generation: &Generation) -> anyhow::Result<Stri
     Ok(projector::rebuild::checksum(&mut conn, generation).await?)
 }
 
-fn article(id: &str) -> ArticleId {
-    ArticleId::parse(id).unwrap()
-}
-
+/// An article with the reorder point these tests use.
 fn register(id: &str, category: &str) -> Command {
-    Command::RegisterArticle(RegisterArticle {
-        article: article(id),
-        name: ArticleName::parse(format!("Article {id}")).unwrap(),
-        category: Category::parse(category).unwrap(),
-        unit: Unit::new("pcs", 0).unwrap(),
-        reorder_point: Some(Quantity::new(20).unwrap()),
-    })
+    testkit::commands::register(id, &format!("Article {id}"), category, Some(20))
 }
 
-fn charge(id: &str, charge: &str) -> Command {
-    Command::RegisterCharge(RegisterCharge {
-        article: article(id),
-        charge: ChargeNo::parse(charge).unwrap(),
-        production_date: "2026-10-01".parse().unwrap(),
-        expiry_date: None,
-        quality_status: QualityStatus::Approved,
-    })
-}
-
-fn receipt(id: &str, c: &str, w: &str, n: i64, at: Option<DateTime<Utc>>) -> Command {
-    Command::PostReceipt(PostReceipt {
-        article: article(id),
-        charge: ChargeNo::parse(c).unwrap(),
-        warehouse: WarehouseId::parse(w).unwrap(),
-        quantity: Quantity::new(n).unwrap(),
-        posted_at: at,
-    })
-}
-
-fn issue(id: &str, c: &str, w: &str, n: i64, at: Option<DateTime<Utc>>) -> Command {
-    Command::PostIssue(PostIssue {
-        article: article(id),
-        charge: ChargeNo::parse(c).unwrap(),
-        warehouse: WarehouseId::parse(w).unwrap(),
-        quantity: Quantity::new(n).unwrap(),
-        posted_at: at,
-    })
+fn charge(id: &str, c: &str) -> Command {
+    testkit::commands::charge(id, c, "2026-10-01", None)
 }
 
 /// A history with transfers, reservations, a count, a category change and
@@ -120,45 +87,13 @@ fn history() -> Vec<Envelope> {
     run(receipt("B", "G1", "W1", 100, t(4)));
     run(issue("A", "C1", "W1", 4, t(2)));
     run(receipt("A", "C1", "W1", 5, t(3)));
-    run(Command::TransferStock(TransferStock {
-        article: article("A"),
-        charge: ChargeNo::parse("C1").unwrap(),
-        from: WarehouseId::parse("W1").unwrap(),
-        to: WarehouseId::parse("W2").unwrap(),
-        quantity: Quantity::new(3).unwrap(),
-        posted_at: t(1),
-    }));
-    run(Command::ReserveStock(ReserveStock {
-        article: article("A"),
-        reservation: ReservationId::parse("R1").unwrap(),
-        charge: ChargeNo::parse("C1").unwrap(),
-        warehouse: WarehouseId::parse("W2").unwrap(),
-        quantity: Quantity::new(2).unwrap(),
-        reference: Text::parse("order 1").unwrap(),
-    }));
+    run(transfer("A", "C1", "W1", "W2", 3, t(1)));
+    run(reserve("A", "R1", "C1", "W2", 2, "order 1"));
     run(receipt("A", "C2", "W1", 7, None));
-    run(Command::CountInventory(CountInventory {
-        article: article("B"),
-        charge: ChargeNo::parse("G1").unwrap(),
-        warehouse: WarehouseId::parse("W1").unwrap(),
-        counted: Counted::new(90).unwrap(),
-        posted_at: t(3),
-    }));
-    run(Command::ChangeArticleCategory(ChangeArticleCategory {
-        article: article("B"),
-        category: Category::parse("adhesives").unwrap(),
-    }));
-    run(Command::ConsumeReservation(ConsumeReservation {
-        article: article("A"),
-        reservation: ReservationId::parse("R1").unwrap(),
-        quantity: Some(Quantity::new(1).unwrap()),
-        posted_at: None,
-    }));
-    run(Command::BlockCharge(BlockCharge {
-        article: article("A"),
-        charge: ChargeNo::parse("C2").unwrap(),
-        reason: Text::parse("damaged").unwrap(),
-    }));
+    run(count("B", "G1", "W1", 90, t(3)));
+    run(move_category("B", "adhesives"));
+    run(consume("A", "R1", Some(1), None));
+    run(block("A", "C2", "damaged"));
     all
 }
 
@@ -320,7 +255,7 @@ async fn a_stream_moved_by_another_writer_fails_the_batch_and_its_retry_is_exact
     let third: Vec<Incoming> = third.iter().enumerate().map(|(i, e)| incoming(e, 200 + i as i64)).collect();
     let mut tx = pool.begin().await?;
     let failed = apply_batch(&mut tx, &sql, TOPIC, &third, &mut mine, &Mode::Live).await;
-    assert!(matches!(failed, Err(projector::store::ApplyError::Conflict)), "{failed:?}");
+    assert!(matches!(failed, Err(ApplyError::Conflict)), "{failed:?}");
     tx.rollback().await?;
     assert_eq!(checksum(&pool, &Generation::new(1)).await?, before, "nothing of the failed batch stays");
     // Applied again, from the stored rows: the same read models as in one go.

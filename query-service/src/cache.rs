@@ -32,7 +32,8 @@ use axum::body::Bytes;
 use axum::http::HeaderValue;
 use futures::StreamExt;
 use platform::metrics::{CACHE_EVENTS, CACHE_REQUESTS, CACHE_SIZE};
-use platform::redis::{ALL_TAG, RedisSettings};
+use platform::redis::RedisSettings;
+use readmodel::keys::ALL_TAG;
 use platform::shutdown::CancellationToken;
 use quick_cache::Lifecycle;
 use serde::{Deserialize, Serialize};
@@ -405,7 +406,7 @@ impl DocumentCache {
         let Some(memory) = &self.memory else { return Vec::new() };
         let mut hot: Vec<(String, u64)> = memory
             .iter()
-            .filter(|(key, _)| is_document_key(key))
+            .filter(|(key, _)| readmodel::keys::is_document(key))
             .map(|(key, cached)| {
                 let hits = cached.entry.0.hits.swap(0, Ordering::Relaxed);
                 (key, hits)
@@ -466,11 +467,6 @@ impl DocumentCache {
             }
         }
     }
-}
-
-/// Keys of stored documents (as opposed to lists computed from rows).
-pub fn is_document_key(key: &str) -> bool {
-    key.starts_with("stock:") || key.starts_with("category:")
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use events::ArticleId;
 
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The header that carries a consistency token.
 pub const HEADER: axum::http::HeaderName = axum::http::HeaderName::from_static("x-consistency-token");

@@ -38,6 +38,12 @@ impl Page {
         Ok(Self { limit, after })
     }
 
+    /// What identifies this page in a cache key: its limit and where it starts.
+    pub fn key_part(&self) -> String {
+        let after = self.after.as_ref().map(|a| serde_json::to_string(a).expect("a sort key serialises"));
+        format!("{}:{}", self.limit, after.unwrap_or_default())
+    }
+
     /// The `i`-th value of the cursor's sort key as a string.
     pub fn key_str(&self, i: usize) -> Option<String> {
         self.after.as_ref().and_then(|k| k.get(i)).and_then(Value::as_str).map(str::to_owned)

@@ -9,11 +9,14 @@ pub mod cache;
 pub mod coalesce;
 pub mod consistency;
 pub mod cursor;
+pub mod end_offsets;
 pub mod error;
 pub mod routes;
 pub mod settings;
 pub mod startup;
+pub mod state;
 pub mod store;
 
 pub use settings::Settings;
-pub use startup::{AppState, Application, router};
+pub use startup::{Application, router};
+pub use state::AppState;

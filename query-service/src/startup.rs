@@ -16,9 +16,10 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::cache::{DocumentCache, FetchError};
+use crate::end_offsets::EndOffsets;
 use crate::routes;
-use crate::routes::status::EndOffsets;
-use crate::settings::{ConsistencySettings, PageSettings, Settings};
+use crate::settings::Settings;
+use crate::state::{AppState, Shared};
 use crate::store::DocumentStore;
 
 /// The OpenAPI document; the paths come from the handlers' annotations, the
@@ -42,29 +43,6 @@ use crate::store::DocumentStore;
 )]
 #[derive(Debug)]
 pub struct ApiDoc;
-
-/// What every handler can reach. One reference count per request: axum
-/// clones the state into every handler.
-#[derive(Debug, Clone)]
-pub struct AppState(Arc<Shared>);
-
-/// The parts of [`AppState`].
-#[derive(Debug)]
-pub struct Shared {
-    pub store: Arc<DocumentStore>,
-    pub cache: Arc<DocumentCache>,
-    pub consistency: ConsistencySettings,
-    pub pages: PageSettings,
-    pub end_offsets: Arc<EndOffsets>,
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
 
 /// Lists larger than this are compressed for clients that accept it.
 const COMPRESS_ABOVE: u16 = 1024;
@@ -215,7 +193,7 @@ async fn warm(state: AppState, mut keys: Vec<String>, top: usize) {
     keys.dedup();
     let mut loaded = 0;
     for key in &keys {
-        let tags = crate::routes::tags(&document_tags(key));
+        let tags = crate::routes::tags(&readmodel::keys::tags_of(key));
         let store = &state.store;
         let fetched = state.cache.get(key, || Box::pin(store.get(key, tags))).await;
         match fetched {
@@ -226,15 +204,6 @@ async fn warm(state: AppState, mut keys: Vec<String>, top: usize) {
     }
     if !keys.is_empty() {
         tracing::info!(loaded, asked = keys.len(), "cache warmed up");
-    }
-}
-
-/// The tags of a stored document, from its key (`stock:ART-1` → `article:ART-1`).
-pub fn document_tags(key: &str) -> Vec<String> {
-    match key.split_once(':') {
-        Some(("stock", article)) => vec![platform::tags::article(article)],
-        Some(("category", category)) => vec![platform::tags::category(category)],
-        _ => Vec::new(),
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use platform::metrics::{CACHE_REQUESTS, timed};
-use platform::readmodel::Generation;
+use readmodel::Generation;
 use platform::redis::{RedisConnection, RedisSettings};
 use sqlx::PgPool;
 
@@ -152,7 +152,7 @@ impl DocumentStore {
 
     /// Reads which generation serves; true when it changed.
     pub async fn refresh_generation(&self) -> bool {
-        let from_postgres = self.postgres(Duration::ZERO, "read_pointer", platform::readmodel::active(&self.pool)).await;
+        let from_postgres = self.postgres(Duration::ZERO, "read_pointer", readmodel::active(&self.pool)).await;
         let found = match from_postgres {
             Ok(found) => found,
             Err(_) => self.generation_from_redis().await,
@@ -284,11 +284,9 @@ impl DocumentStore {
     /// The last sequence of `stream` the serving generation has applied (0 if none).
     pub async fn applied(&self, stream: &str) -> Result<u64, FetchError> {
         let generation = self.generation()?;
-        let sql = format!("select sequence from {}.streams where stream_id = $1", generation.schema);
-        let row: Option<(i64,)> = self
-            .postgres(Duration::ZERO, "projection_position", sqlx::query_as(&sql).bind(stream).fetch_optional(&self.pool))
-            .await?;
-        Ok(row.map_or(0, |(s,)| s as u64))
+        let applied = readmodel::tables::streams::applied(&self.pool, &generation.schema, stream);
+        let sequence = self.postgres(Duration::ZERO, "projection_position", applied).await?;
+        Ok(sequence.map_or(0, |s| s as u64))
     }
 
     async fn from_redis(&self, generation: &Generation, key: &str) -> anyhow::Result<Stored> {
@@ -361,15 +359,7 @@ trait Failure {
 
 impl Failure for sqlx::Error {
     fn is_connectivity(&self) -> bool {
-        matches!(
-            self,
-            sqlx::Error::Io(_)
-                | sqlx::Error::Tls(_)
-                | sqlx::Error::Protocol(_)
-                | sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::WorkerCrashed
-        )
+        platform::db::is_unreachable(self)
     }
 
     fn into_anyhow(self) -> anyhow::Error {
@@ -407,9 +397,9 @@ async fn documents_by_key(connection: &mut platform::db::Dedicated, keys: Vec<(i
     let mut found: HashMap<(i64, String), (i64, Bytes)> = HashMap::with_capacity(keys.len());
     let failed = |e: sqlx::Error| Arc::new(anyhow::Error::from(e));
     for (generation, wanted) in by_generation {
-        let sql = format!("select key, version, body from {}.documents where key = any($1)", Generation::new(generation).schema);
         let conn = connection.get().await.map_err(failed)?;
-        let rows: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(&sql).bind(&wanted).fetch_all(conn).await.map_err(failed)?;
+        let schema = Generation::new(generation).schema;
+        let rows = readmodel::tables::documents::by_keys(conn, &schema, &wanted).await.map_err(failed)?;
         for (key, version, body) in rows {
             found.insert((generation, key), (version, Bytes::from(body)));
         }

@@ -7,6 +7,7 @@
 //! `ERP_TEST_KAFKA_BROKERS`. A test that restarts or cuts a server starts
 //! its own ([`servers`]) and puts a proxy in front of it ([`proxy`]).
 
+pub mod commands;
 pub mod events;
 pub mod proxy;
 pub mod servers;

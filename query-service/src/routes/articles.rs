@@ -3,8 +3,10 @@
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use events::{ArticleId, Category};
+use readmodel::keys;
+use readmodel::tables::{articles, low_stock, movements};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -13,7 +15,7 @@ use crate::cache::{Entry, FetchError};
 use crate::consistency;
 use crate::cursor::{Page, PageParams, encode};
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The stock of an article (a stored document).
 pub fn documents() -> OpenApiRouter<AppState> {
@@ -27,7 +29,7 @@ pub fn lists() -> OpenApiRouter<AppState> {
 
 /// The cache tag of everything about one article.
 pub fn article_tag(article: &ArticleId) -> String {
-    platform::tags::article(article.as_str())
+    keys::article_tag(article.as_str())
 }
 
 /// On hand, reserved and available of one article: in total, per warehouse,
@@ -54,7 +56,7 @@ async fn article_stock(
 ) -> Result<Response, ApiError> {
     let article = param("article", ArticleId::parse(article))?;
     let token = consistency::token(&headers, params)?;
-    let key = format!("stock:{article}");
+    let key = keys::stock(article.as_str());
     let store = &state.store;
     // The tags are made only when a tier below memory is asked.
     let t = || tags(&[article_tag(&article)]);
@@ -67,31 +69,10 @@ async fn article_stock(
 /// Query parameters of the catalogue (documented by [`super::params::CatalogueQuery`]).
 #[derive(Debug, Deserialize)]
 pub struct CatalogueParams {
-    /// Only articles of this category.
     category: Option<String>,
-    /// Only articles whose name starts with this (case-insensitive).
     name_prefix: Option<String>,
-    /// Items per page (default 50, at most 500).
     limit: Option<String>,
-    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
-}
-
-#[derive(Debug, Serialize, sqlx::FromRow)]
-struct CatalogueItem {
-    article: String,
-    name: String,
-    category: String,
-    #[sqlx(skip)]
-    unit: Value,
-    #[serde(skip)]
-    unit_code: String,
-    #[serde(skip)]
-    unit_decimals: i16,
-    reorder_point: Option<i64>,
-    discontinued: bool,
-    #[serde(skip)]
-    name_fold: String,
 }
 
 /// The article catalogue, by name (case-insensitive), optionally of one
@@ -115,60 +96,21 @@ async fn catalogue(
     }
     let prefix = params.name_prefix.map(|p| p.trim().to_lowercase()).filter(|p| !p.is_empty());
     let page = Page::parse(&PageParams { limit: params.limit, cursor: params.cursor }, "catalogue", &state.pages)?;
-    let key = format!("list:catalogue:{category:?}:{prefix:?}:{page:?}");
-    let (state, prefix, category, page) = (&state, &prefix, &category, &page);
+    let filter = articles::CatalogueFilter { category: category.map(String::from), name_prefix: prefix };
+    let key = keys::list("catalogue", &[filter.category.as_deref(), filter.name_prefix.as_deref(), Some(&page.key_part())]);
+    let (state, filter, page) = (&state, &filter, &page);
     let fetch = move || async move {
-        let pattern = prefix.as_deref().map(|p| format!("{}%", escape_like(p)));
-        let category = category.as_ref().map(|c| c.as_str().to_owned());
         let after = page.key_str(0).zip(page.key_str(1));
         let limit = i64::from(page.limit) + 1;
-        let rows: Vec<CatalogueItem> = state
+        let filter = filter.clone();
+        let rows = state
             .store
-            .query("catalogue", |pool, s| async move {
-                let mut q = sqlx::QueryBuilder::new(format!(
-                    "select article_id as article, name, category, unit_code, unit_decimals, reorder_point, \
-                     discontinued, name_fold from {s}.articles where true"
-                ));
-                if let Some(category) = category {
-                    q.push(" and category = ").push_bind(category);
-                }
-                if let Some(pattern) = pattern {
-                    q.push(" and name_fold like ").push_bind(pattern);
-                }
-                if let Some((name, id)) = after {
-                    q.push(" and (name_fold, article_id) > (").push_bind(name).push(", ").push_bind(id).push(")");
-                }
-                q.push(" order by name_fold, article_id limit ").push_bind(limit);
-                q.build_query_as().fetch_all(&pool).await
-            })
+            .query("catalogue", |pool, s| async move { articles::catalogue(&pool, &s, &filter, after, limit).await })
             .await?;
-        let rows: Vec<CatalogueItem> = rows
-            .into_iter()
-            .map(|mut r| {
-                r.unit = json!({ "code": r.unit_code, "decimals": r.unit_decimals });
-                r
-            })
-            .collect();
         let body = page_body(rows, page.limit, |r| encode("catalogue", vec![json!(r.name_fold), json!(r.article)]));
-        Ok(Entry::computed(body, tags(&[platform::tags::CATALOGUE.to_owned()])))
+        Ok(Entry::computed(body, tags(&[keys::CATALOGUE_TAG.to_owned()])))
     };
     serve(state, &headers, None, &key, fetch, no_fresh, || "catalogue".to_owned()).await
-}
-
-/// `%`, `_` and `\` match themselves in a LIKE pattern.
-fn escape_like(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
-}
-
-#[derive(Debug, Serialize, sqlx::FromRow)]
-struct LowStockItem {
-    article: String,
-    name: String,
-    category: String,
-    reorder_point: i64,
-    on_hand: i64,
-    reserved: i64,
-    available: i64,
 }
 
 /// Articles whose available stock is below their reorder point (not
@@ -187,27 +129,14 @@ async fn low_stock(
     Query(params): Query<PageParams>,
 ) -> Result<Response, ApiError> {
     let page = Page::parse(&params, "low-stock", &state.pages)?;
-    let key = format!("list:low-stock:{page:?}");
+    let key = keys::list("low-stock", &[Some(&page.key_part())]);
     let (state, page) = (&state, &page);
     let fetch = move || async move {
         let after = page.key_str(0);
         let limit = i64::from(page.limit) + 1;
-        let rows: Vec<LowStockItem> = state
-            .store
-            .query("low_stock", |pool, s| async move {
-                let mut q = sqlx::QueryBuilder::new(format!(
-                    "select article_id as article, name, category, reorder_point, on_hand, reserved, \
-                     on_hand - reserved as available from {s}.low_stock"
-                ));
-                if let Some(after) = after {
-                    q.push(" where article_id > ").push_bind(after);
-                }
-                q.push(" order by article_id limit ").push_bind(limit);
-                q.build_query_as().fetch_all(&pool).await
-            })
-            .await?;
+        let rows = state.store.query("low_stock", |pool, s| async move { low_stock::page(&pool, &s, after, limit).await }).await?;
         let body = page_body(rows, page.limit, |r| encode("low-stock", vec![json!(r.article)]));
-        Ok(Entry::computed(body, tags(&[platform::tags::LOW_STOCK.to_owned()])))
+        Ok(Entry::computed(body, tags(&[keys::LOW_STOCK_TAG.to_owned()])))
     };
     serve(state, &headers, None, &key, fetch, no_fresh, || "low stock".to_owned()).await
 }
@@ -264,7 +193,7 @@ async fn stock_as_of(
     let article = param("article", ArticleId::parse(article))?;
     let raw = params.at.ok_or_else(|| ApiError::bad("at", "is required: an RFC 3339 time or a date"))?;
     let at = events::parse_moment(&raw).map_err(|reason| ApiError::bad("at", reason))?;
-    let key = format!("list:as-of:{article}:{}", at.timestamp_micros());
+    let key = keys::list("as-of", &[Some(article.as_str()), Some(&at.timestamp_micros().to_string())]);
     let id = article.to_string();
     let (state, article_ref, id) = (&state, &article, &id);
     let fetch = move || async move {
@@ -272,35 +201,7 @@ async fn stock_as_of(
         let query_id = id.clone();
         let rows = state
             .store
-            .query("stock_as_of", |pool, s| async move {
-                let id = query_id;
-                let known: bool = sqlx::query_scalar(&format!("select exists (select 1 from {s}.articles where article_id = $1)"))
-                    .bind(&id)
-                    .fetch_one(&pool)
-                    .await?;
-                if !known {
-                    return Ok(None);
-                }
-                // One index probe per charge and warehouse: the last movement at or before `at`.
-                let rows: Vec<(String, String, i64)> = sqlx::query_as(&format!(
-                    "select c.charge, w.warehouse, m.balance
-                     from {s}.charges c
-                     cross join jsonb_object_keys(c.warehouses) as w(warehouse)
-                     cross join lateral (
-                         select balance from {s}.movements
-                         where article_id = c.article_id and charge = c.charge and warehouse = w.warehouse
-                           and posted_at <= $2
-                         order by posted_at desc, sequence desc, leg desc limit 1
-                     ) m
-                     where c.article_id = $1 and m.balance <> 0
-                     order by c.charge collate \"C\", w.warehouse collate \"C\""
-                ))
-                .bind(&id)
-                .bind(at)
-                .fetch_all(&pool)
-                .await?;
-                Ok(Some(rows))
-            })
+            .query("stock_as_of", |pool, s| async move { movements::balances_at(&pool, &s, &query_id, at).await })
             .await?
             .ok_or_else(|| FetchError::Missing(tags(&[article_tag(article)])))?;
         let mut warehouses: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();

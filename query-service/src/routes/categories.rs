@@ -6,16 +6,17 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use chrono::NaiveDate;
 use events::Category;
+use readmodel::keys;
+use readmodel::tables::charges;
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::charges::{CHARGE_COLUMNS, ChargeItem};
 use super::{no_fresh, page_body, param, serve, tags, ReadHeaders};
 use crate::cache::{Entry, FetchError};
 use crate::cursor::{Page, PageParams, encode};
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// A category's summary (a stored document).
 pub fn documents() -> OpenApiRouter<AppState> {
@@ -47,10 +48,10 @@ async fn category_summary(
     headers: ReadHeaders,
 ) -> Result<Response, ApiError> {
     let category = param("category", Category::parse(category))?;
-    let key = format!("category:{category}");
+    let key = keys::category(category.as_str());
     let store = &state.store;
     let (k, c) = (key.as_str(), &category);
-    let fetch = move || async move { store.get(k, tags(&[platform::tags::category(c.as_str())])).await };
+    let fetch = move || async move { store.get(k, tags(&[keys::category_tag(c.as_str())])).await };
     serve(&state, &headers, None, &key, fetch, no_fresh, || format!("category {category}")).await
 }
 
@@ -77,45 +78,21 @@ async fn category_charges(
         (Some(date), Some(article), Some(charge)) => Some((param("cursor", date.parse::<NaiveDate>())?, article, charge)),
         _ => None,
     };
-    let key = format!("list:category-charges:{category}:{page:?}");
+    let key = keys::list("category-charges", &[Some(category.as_str()), Some(&page.key_part())]);
     let name = category.to_string();
     let (state, page, category_ref) = (&state, &page, &category);
     let fetch = move || async move {
         let category = category_ref;
         let limit = i64::from(page.limit) + 1;
-        let rows: Vec<ChargeItem> = state
+        let rows = state
             .store
-            .query("category_charges", |pool, s| async move {
-                let mut q = sqlx::QueryBuilder::new(format!("select {CHARGE_COLUMNS} from {s}.charges where category = "));
-                q.push_bind(name.clone());
-                if let Some((date, article, charge)) = after {
-                    q.push(" and (production_date, article_id, charge) < (")
-                        .push_bind(date)
-                        .push(", ")
-                        .push_bind(article)
-                        .push(", ")
-                        .push_bind(charge)
-                        .push(")");
-                }
-                q.push(" order by production_date desc, article_id desc, charge desc limit ").push_bind(limit);
-                let rows: Vec<ChargeItem> = q.build_query_as().fetch_all(&pool).await?;
-                if rows.is_empty() {
-                    let known: bool = sqlx::query_scalar(&format!("select exists (select 1 from {s}.categories where category = $1)"))
-                        .bind(&name)
-                        .fetch_one(&pool)
-                        .await?;
-                    if !known {
-                        return Ok(None);
-                    }
-                }
-                Ok(Some(rows))
-            })
+            .query("category_charges", |pool, s| async move { charges::of_category(&pool, &s, &name, after, limit).await })
             .await?
-            .ok_or_else(|| FetchError::Missing(tags(&[platform::tags::category(category.as_str())])))?;
+            .ok_or_else(|| FetchError::Missing(tags(&[keys::category_tag(category.as_str())])))?;
         let body = page_body(rows, page.limit, |r| {
             encode("category-charges", vec![json!(r.production_date), json!(r.article), json!(r.charge)])
         });
-        Ok(Entry::computed(body, tags(&[platform::tags::category(category.as_str())])))
+        Ok(Entry::computed(body, tags(&[keys::category_tag(category.as_str())])))
     };
     serve(state, &headers, None, &key, fetch, no_fresh, || format!("category {category}")).await
 }

@@ -18,7 +18,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::cache::{Entry, Fetch, FetchError};
 use crate::consistency::{self, Token};
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The routes that serve stored documents as they are.
 pub fn documents() -> OpenApiRouter<AppState> {

@@ -3,70 +3,20 @@
 //! projector instance applies each partition.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
-use platform::kafka::KafkaSettings;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use readmodel::tables::{dead_letters, offsets, streams};
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(projection_status))
-}
-
-/// Reads the end offsets of the events topic. The Kafka client (and its
-/// threads) is made on the first status request, not at start: the status is
-/// asked for rarely, answers never.
-pub struct EndOffsets {
-    consumer: std::sync::OnceLock<BaseConsumer>,
-    kafka: KafkaSettings,
-    topic: String,
-}
-
-impl std::fmt::Debug for EndOffsets {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EndOffsets").field("topic", &self.topic).finish_non_exhaustive()
-    }
-}
-
-impl EndOffsets {
-    pub fn new(kafka: &KafkaSettings) -> Self {
-        Self { consumer: std::sync::OnceLock::new(), kafka: kafka.clone(), topic: kafka.events_topic.clone() }
-    }
-
-    fn consumer(&self) -> Result<&BaseConsumer, String> {
-        if let Some(c) = self.consumer.get() {
-            return Ok(c);
-        }
-        let made: BaseConsumer = self.kafka.client_config().create().map_err(|e| e.to_string())?;
-        Ok(self.consumer.get_or_init(|| made))
-    }
-
-    /// The next offset to be written, per partition (within two seconds).
-    async fn fetch(self: Arc<Self>) -> Result<BTreeMap<i32, i64>, String> {
-        tokio::task::spawn_blocking(move || {
-            let timeout = Duration::from_secs(2);
-            let consumer = self.consumer()?;
-            let metadata = consumer.fetch_metadata(Some(&self.topic), timeout).map_err(|e| e.to_string())?;
-            let topic = metadata.topics().first().ok_or("no metadata")?;
-            let mut ends = BTreeMap::new();
-            for p in topic.partitions() {
-                let (_, high) = consumer.fetch_watermarks(&self.topic, p.id(), timeout).map_err(|e| e.to_string())?;
-                ends.insert(p.id(), high);
-            }
-            Ok(ends)
-        })
-        .await
-        .map_err(|e| e.to_string())?
-    }
 }
 
 /// One partition's position and lag.
@@ -123,16 +73,9 @@ async fn projection_status(State(state): State<AppState>) -> Result<Json<Status>
     let (offsets, halted, parked, ownership) = state
         .store
         .query("projection_status", |pool, s| async move {
-            let offsets: Vec<(i32, i64, Option<DateTime<Utc>>)> = sqlx::query_as(&format!(
-                "select partition, next_offset, last_timestamp from {s}.offsets where topic = $1 order by partition"
-            ))
-            .bind(&t)
-            .fetch_all(&pool)
-            .await?;
-            let halted: i64 = sqlx::query_scalar(&format!("select count(*) from {s}.streams where halted")).fetch_one(&pool).await?;
-            let parked: i64 = sqlx::query_scalar(&format!("select count(*) from {s}.dead_letters where status = 'parked'"))
-                .fetch_one(&pool)
-                .await?;
+            let offsets = offsets::positions(&pool, &s, &t).await?;
+            let halted = streams::halted_count(&pool, &s).await?;
+            let parked = dead_letters::parked_count(&pool, &s).await?;
             let ownership = platform::ownership::view(&mut *pool.acquire().await?, &t).await?;
             Ok((offsets, halted, parked, ownership))
         })

@@ -1,7 +1,8 @@
 //! The projection of one article stream, pure: it folds the stream's events
 //! into its state with the domain's own [`events::try_evolve`] (the same fold
 //! the command-service and the analysts' tools use) and derives from the
-//! states before and after what changes in every read model.
+//! states before and after what changes in every read model (the rows of
+//! [`readmodel::tables`]).
 //!
 //! Everything here is a function of the events alone, never of how they were
 //! batched: a rebuild from offset 0 produces exactly the rows live processing
@@ -9,152 +10,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, NaiveDate, Utc};
-use events::{
-    ArticleState, ChargeNo, Envelope, Event, QualityStatus, Reservation, ReservationId, Unfoldable, check_foldable, evolve,
-};
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+use chrono::{DateTime, Utc};
+use events::{ArticleState, ChargeNo, Envelope, Event, QualityStatus, Reservation, ReservationId, Unfoldable, check_foldable, evolve};
+use readmodel::keys::{CATALOGUE_TAG, LOW_STOCK_TAG, article_tag, category_tag};
+use readmodel::tables::articles::ArticleRow;
+use readmodel::tables::categories::CategoryDelta;
+use readmodel::tables::charges::{ChargeRow, WarehouseStock};
+use readmodel::tables::documents::Document;
+use readmodel::tables::low_stock::{LowStock, LowStockRow};
+use readmodel::tables::movements::MovementRow;
+use readmodel::tables::reservations::ReservationRow;
 
-use crate::documents::{Document, stock_document};
-
-/// A row of `articles`: the catalogue entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArticleRow {
-    pub article_id: String,
-    pub name: String,
-    pub category: String,
-    pub unit_code: String,
-    pub unit_decimals: i16,
-    pub reorder_point: Option<i64>,
-    pub discontinued: bool,
-}
-
-/// A row of `low_stock`: an article below its reorder point, with its figures.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LowStockRow {
-    pub article_id: String,
-    pub name: String,
-    pub category: String,
-    pub reorder_point: i64,
-    pub on_hand: i64,
-    pub reserved: i64,
-}
-
-/// What happens to an article's `low_stock` row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LowStock {
-    Upsert(LowStockRow),
-    Delete(String),
-}
-
-/// Stock of a charge in one warehouse, as kept in `charges.warehouses`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WarehouseStock {
-    pub on_hand: i64,
-    pub reserved: i64,
-}
-
-/// A row of `charges`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChargeRow {
-    pub article_id: String,
-    pub charge: String,
-    pub category: String,
-    pub production_date: NaiveDate,
-    pub expiry_date: Option<NaiveDate>,
-    pub quality_status: &'static str,
-    pub blocked_reason: Option<String>,
-    pub on_hand: i64,
-    pub reserved: i64,
-    /// Every warehouse the charge was ever in, by id.
-    pub warehouses: BTreeMap<String, WarehouseStock>,
-    /// The row is in the table already (written by an earlier batch): updated, not inserted.
-    pub stored: bool,
-}
-
-/// A row of `reservations` (an open reservation).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReservationRow {
-    pub article_id: String,
-    pub reservation_id: String,
-    pub charge: String,
-    pub warehouse: String,
-    pub reference: String,
-    pub remaining: i64,
-    /// When the reservation was made; kept from its first row.
-    pub reserved_at: DateTime<Utc>,
-}
-
-/// A row of `movements`: one leg of a stock movement.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MovementRow {
-    pub article_id: String,
-    pub charge: String,
-    pub warehouse: String,
-    pub posted_at: DateTime<Utc>,
-    pub sequence: i64,
-    pub leg: i16,
-    pub kind: &'static str,
-    pub delta: i64,
-    /// Balance of the charge in the warehouse right after this movement, in
-    /// posting-time order, as decided.
-    pub balance: i64,
-    pub recorded_at: DateTime<Utc>,
-    pub event_id: Uuid,
-    pub reservation_id: Option<String>,
-    /// Posted before the stream's latest posting: later rows' balances shift.
-    pub backdated: bool,
-}
-
-/// How one event changed a category's summary; `events` counts the events
-/// that changed it (the summary's version).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CategoryDelta {
-    pub charges: i64,
-    pub charges_in_stock: i64,
-    pub on_hand: i64,
-    pub blocked: i64,
-    pub events: i64,
-}
-
-impl CategoryDelta {
-    fn is_zero(&self) -> bool {
-        (self.charges, self.charges_in_stock, self.on_hand, self.blocked) == (0, 0, 0, 0)
-    }
-
-    /// Subtracts `other`'s figures (not its event count) from `self`'s.
-    fn subtract(&mut self, other: &CategoryDelta) {
-        self.charges -= other.charges;
-        self.charges_in_stock -= other.charges_in_stock;
-        self.on_hand -= other.on_hand;
-        self.blocked -= other.blocked;
-    }
-
-    /// Adds `other` to `self`.
-    pub fn add(&mut self, other: &CategoryDelta) {
-        self.charges += other.charges;
-        self.charges_in_stock += other.charges_in_stock;
-        self.on_hand += other.on_hand;
-        self.blocked += other.blocked;
-        self.events += other.events;
-    }
-}
-
-/// Cache tag of everything about one article.
-pub fn article_tag(article: &str) -> String {
-    platform::tags::article(article)
-}
-
-/// Cache tag of a category's summary and charge list.
-pub fn category_tag(category: &str) -> String {
-    platform::tags::category(category)
-}
-
-/// Cache tag of the article catalogue (names, categories, units, reorder points).
-pub const CATALOGUE_TAG: &str = platform::tags::CATALOGUE;
-/// Cache tag of the low-stock list.
-pub const LOW_STOCK_TAG: &str = platform::tags::LOW_STOCK;
+use crate::documents::stock_document;
 
 /// One stream's events being folded, with what they change. Rows are
 /// compared before and after only for what the events touched, so a batch
@@ -522,70 +389,6 @@ pub fn charge_row(article_id: &str, state: &ArticleState, charge: &ChargeNo) -> 
     })
 }
 
-/// A charge as stored, for rebuilding a stream's state.
-#[derive(Debug, Clone)]
-pub struct StoredCharge {
-    pub charge: String,
-    pub production_date: NaiveDate,
-    pub expiry_date: Option<NaiveDate>,
-    pub quality_status: String,
-    pub blocked_reason: Option<String>,
-    pub warehouses: BTreeMap<String, WarehouseStock>,
-}
-
-/// A stream's state (without ledger) rebuilt from its stored rows: exactly
-/// the state the fold produced when they were written (tested), so the
-/// projector need not store the state itself.
-pub fn rebuild_state(
-    sequence: u64,
-    latest_posting: Option<DateTime<Utc>>,
-    article: Option<&ArticleRow>,
-    charges: &[StoredCharge],
-    reservations: &[ReservationRow],
-) -> Result<ArticleState, String> {
-    use events::{ArticleInfo, ArticleName, Bucket, Category, ChargeState, Quantity, Reservation, ReservationId, Text, Unit, WarehouseId};
-    let e = |what: &str, err: &dyn std::fmt::Display| format!("{what}: {err}");
-    let article = article
-        .map(|a| -> Result<ArticleInfo, String> {
-            Ok(ArticleInfo {
-                name: ArticleName::parse(a.name.clone()).map_err(|x| e("name", &x))?,
-                category: Category::parse(a.category.clone()).map_err(|x| e("category", &x))?,
-                unit: Unit::new(&a.unit_code, u8::try_from(a.unit_decimals).map_err(|x| e("unit", &x))?).map_err(|x| e("unit", &x))?,
-                reorder_point: a.reorder_point.map(Quantity::new).transpose().map_err(|x| e("reorder point", &x))?,
-                discontinued: a.discontinued,
-            })
-        })
-        .transpose()?;
-    let mut state = ArticleState { version: sequence, article, latest_posting, ..Default::default() };
-    for c in charges {
-        let quality_status = serde_json::from_value(serde_json::Value::String(c.quality_status.clone()))
-            .map_err(|x| e("quality status", &x))?;
-        let mut stock = BTreeMap::new();
-        for (w, f) in &c.warehouses {
-            let bucket = Bucket { on_hand: f.on_hand, reserved: f.reserved, opening: f.on_hand, ledger: Vec::new() };
-            stock.insert(WarehouseId::parse(w.clone()).map_err(|x| e("warehouse", &x))?, bucket);
-        }
-        let charge = ChargeState {
-            production_date: c.production_date,
-            expiry_date: c.expiry_date,
-            quality_status,
-            blocked: c.blocked_reason.clone().map(Text::parse).transpose().map_err(|x| e("blocked reason", &x))?,
-            stock,
-        };
-        state.charges.insert(ChargeNo::parse(c.charge.clone()).map_err(|x| e("charge", &x))?, charge);
-    }
-    for r in reservations {
-        let reservation = Reservation {
-            charge: ChargeNo::parse(r.charge.clone()).map_err(|x| e("charge", &x))?,
-            warehouse: WarehouseId::parse(r.warehouse.clone()).map_err(|x| e("warehouse", &x))?,
-            reference: Text::parse(r.reference.clone()).map_err(|x| e("reference", &x))?,
-            remaining: r.remaining,
-        };
-        state.reservations.insert(ReservationId::parse(r.reservation_id.clone()).map_err(|x| e("reservation", &x))?, reservation);
-    }
-    Ok(state)
-}
-
 /// The stable name of a quality status, as in the events' JSON.
 pub fn quality_status(status: QualityStatus) -> &'static str {
     match status {
@@ -596,84 +399,19 @@ pub fn quality_status(status: QualityStatus) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
-    use events::{CommandMeta, Context, Policy, StreamId, decide};
+pub(crate) mod tests {
+    use testkit::commands::{block, charge, move_category, receipt, register};
 
     use super::*;
 
-    fn envelopes(commands: Vec<events::Command>) -> Vec<Envelope> {
-        let mut state = ArticleState::default();
-        let mut all = Vec::new();
-        for (i, command) in commands.into_iter().enumerate() {
-            let now: DateTime<Utc> = "2026-11-22T12:00:00Z".parse().unwrap();
-            let stream = StreamId::article(command.article());
-            let events = decide(&state, command, &Context { now, policy: &Policy::default() }).unwrap();
-            let meta = CommandMeta {
-                command_id: Uuid::from_u128(i as u128),
-                correlation_id: "c".into(),
-                actor: "t".into(),
-                recorded_at: now,
-            };
-            let wrapped = Envelope::wrap(&stream, state.version, &meta, events);
-            state = wrapped.iter().fold(state, |s, e| evolve(s, &e.event));
-            all.extend(wrapped);
-        }
-        all
+    /// The events of `commands` on article `A`, decided in order.
+    pub(crate) fn envelopes(commands: Vec<events::Command>) -> Vec<Envelope> {
+        let mut streams = testkit::events::Streams::default();
+        let now = "2026-11-22T12:00:00Z".parse().expect("a time");
+        commands.into_iter().flat_map(|c| streams.decide(c, now)).collect()
     }
 
-    fn json(value: serde_json::Value) -> events::Command {
-        // Commands from their HTTP-like JSON keep the tests short.
-        let kind = value["kind"].as_str().unwrap().to_owned();
-        let mut body = value;
-        body.as_object_mut().unwrap().remove("kind");
-        let article = events::ArticleId::parse("A").unwrap();
-        let charge = |s: &str| ChargeNo::parse(s).unwrap();
-        let wh = |s: &str| events::WarehouseId::parse(s).unwrap();
-        let q = |n: i64| events::Quantity::new(n).unwrap();
-        match kind.as_str() {
-            "register" => events::Command::RegisterArticle(events::RegisterArticle {
-                article,
-                name: events::ArticleName::parse("Bolt").unwrap(),
-                category: events::Category::parse(body["category"].as_str().unwrap()).unwrap(),
-                unit: events::Unit::new("pcs", 0).unwrap(),
-                reorder_point: body["reorder_point"].as_i64().map(q),
-            }),
-            "charge" => events::Command::RegisterCharge(events::RegisterCharge {
-                article,
-                charge: charge(body["charge"].as_str().unwrap()),
-                production_date: "2026-11-01".parse().unwrap(),
-                expiry_date: None,
-                quality_status: QualityStatus::Approved,
-            }),
-            "receipt" => events::Command::PostReceipt(events::PostReceipt {
-                article,
-                charge: charge(body["charge"].as_str().unwrap()),
-                warehouse: wh(body["warehouse"].as_str().unwrap()),
-                quantity: q(body["quantity"].as_i64().unwrap()),
-                posted_at: None,
-            }),
-            "block" => events::Command::BlockCharge(events::BlockCharge {
-                article,
-                charge: charge(body["charge"].as_str().unwrap()),
-                reason: events::Text::parse("hold").unwrap(),
-            }),
-            "reserve" => events::Command::ReserveStock(events::ReserveStock {
-                article,
-                reservation: events::ReservationId::parse(body["reservation"].as_str().unwrap()).unwrap(),
-                charge: charge(body["charge"].as_str().unwrap()),
-                warehouse: wh(body["warehouse"].as_str().unwrap()),
-                quantity: q(body["quantity"].as_i64().unwrap()),
-                reference: events::Text::parse("order 7").unwrap(),
-            }),
-            "move" => events::Command::ChangeArticleCategory(events::ChangeArticleCategory {
-                article,
-                category: events::Category::parse(body["category"].as_str().unwrap()).unwrap(),
-            }),
-            other => panic!("unknown test command {other}"),
-        }
-    }
-
-    fn project(events: &[Envelope]) -> StreamChanges {
+    pub(crate) fn project(events: &[Envelope]) -> StreamChanges {
         let mut p = StreamProjection::new("A", ArticleState::default());
         for e in events {
             p.apply(e).unwrap();
@@ -684,9 +422,9 @@ mod tests {
     #[test]
     fn a_receipt_yields_a_movement_the_charge_row_and_the_article_totals() {
         let events = envelopes(vec![
-            json(serde_json::json!({"kind": "register", "category": "bolts", "reorder_point": 10})),
-            json(serde_json::json!({"kind": "charge", "charge": "C1"})),
-            json(serde_json::json!({"kind": "receipt", "charge": "C1", "warehouse": "W1", "quantity": 4})),
+            register("A", "Bolt", "bolts", Some(10)),
+            charge("A", "C1", "2026-11-01", None),
+            receipt("A", "C1", "W1", 4, None),
         ]);
         let changes = project(&events);
         assert_eq!(changes.article.unwrap().reorder_point, Some(10));
@@ -704,11 +442,11 @@ mod tests {
     #[test]
     fn a_category_change_moves_every_charge_between_the_summaries() {
         let events = envelopes(vec![
-            json(serde_json::json!({"kind": "register", "category": "bolts"})),
-            json(serde_json::json!({"kind": "charge", "charge": "C1"})),
-            json(serde_json::json!({"kind": "charge", "charge": "C2"})),
-            json(serde_json::json!({"kind": "receipt", "charge": "C1", "warehouse": "W1", "quantity": 5})),
-            json(serde_json::json!({"kind": "block", "charge": "C2"})),
+            register("A", "Bolt", "bolts", None),
+            charge("A", "C1", "2026-11-01", None),
+            charge("A", "C2", "2026-11-01", None),
+            receipt("A", "C1", "W1", 5, None),
+            block("A", "C2", "hold"),
         ]);
         let mut p = StreamProjection::new("A", ArticleState::default());
         for e in &events {
@@ -716,12 +454,12 @@ mod tests {
         }
         let state = p.finish().state;
         let moved = envelopes(vec![
-            json(serde_json::json!({"kind": "register", "category": "bolts"})),
-            json(serde_json::json!({"kind": "charge", "charge": "C1"})),
-            json(serde_json::json!({"kind": "charge", "charge": "C2"})),
-            json(serde_json::json!({"kind": "receipt", "charge": "C1", "warehouse": "W1", "quantity": 5})),
-            json(serde_json::json!({"kind": "block", "charge": "C2"})),
-            json(serde_json::json!({"kind": "move", "category": "screws"})),
+            register("A", "Bolt", "bolts", None),
+            charge("A", "C1", "2026-11-01", None),
+            charge("A", "C2", "2026-11-01", None),
+            receipt("A", "C1", "W1", 5, None),
+            block("A", "C2", "hold"),
+            move_category("A", "screws"),
         ]);
         let mut p = StreamProjection::new("A", state);
         p.apply(&moved[5]).unwrap();
@@ -736,9 +474,9 @@ mod tests {
     #[test]
     fn an_event_of_an_unregistered_charge_is_refused_and_changes_nothing() {
         let events = envelopes(vec![
-            json(serde_json::json!({"kind": "register", "category": "bolts"})),
-            json(serde_json::json!({"kind": "charge", "charge": "C1"})),
-            json(serde_json::json!({"kind": "receipt", "charge": "C1", "warehouse": "W1", "quantity": 4})),
+            register("A", "Bolt", "bolts", None),
+            charge("A", "C1", "2026-11-01", None),
+            receipt("A", "C1", "W1", 4, None),
         ]);
         let mut p = StreamProjection::new("A", ArticleState::default());
         p.apply(&events[0]).unwrap();
@@ -749,40 +487,4 @@ mod tests {
         assert_eq!(changes.applied, 1);
     }
 
-    #[test]
-    fn the_state_rebuilt_from_the_rows_is_the_state_the_fold_produced() {
-        let events = envelopes(vec![
-            json(serde_json::json!({"kind": "register", "category": "bolts", "reorder_point": 10})),
-            json(serde_json::json!({"kind": "charge", "charge": "C1"})),
-            json(serde_json::json!({"kind": "charge", "charge": "C2"})),
-            json(serde_json::json!({"kind": "receipt", "charge": "C1", "warehouse": "W1", "quantity": 4})),
-            json(serde_json::json!({"kind": "receipt", "charge": "C2", "warehouse": "W2", "quantity": 9})),
-            json(serde_json::json!({"kind": "reserve", "reservation": "R1", "charge": "C2", "warehouse": "W2", "quantity": 3})),
-            json(serde_json::json!({"kind": "block", "charge": "C1"})),
-            json(serde_json::json!({"kind": "move", "category": "screws"})),
-        ]);
-        let changes = project(&events);
-        let charges: Vec<StoredCharge> = changes
-            .charges
-            .iter()
-            .map(|c| StoredCharge {
-                charge: c.charge.clone(),
-                production_date: c.production_date,
-                expiry_date: c.expiry_date,
-                quality_status: c.quality_status.to_owned(),
-                blocked_reason: c.blocked_reason.clone(),
-                warehouses: c.warehouses.clone(),
-            })
-            .collect();
-        let rebuilt = rebuild_state(
-            changes.state.version,
-            changes.state.latest_posting,
-            changes.article.as_ref(),
-            &charges,
-            &changes.reservations,
-        )
-        .unwrap();
-        assert_eq!(rebuilt, changes.state);
-        assert_eq!(rebuilt.reservations.len(), 1);
-    }
 }
