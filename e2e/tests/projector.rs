@@ -20,33 +20,15 @@ fn now() -> DateTime<Utc> {
 }
 
 fn register(id: &str) -> Command {
-    Command::RegisterArticle(RegisterArticle {
-        article: ArticleId::parse(id).unwrap(),
-        name: ArticleName::parse(format!("Article {id}")).unwrap(),
-        category: Category::parse("bolts").unwrap(),
-        unit: Unit::new("pcs", 0).unwrap(),
-        reorder_point: None,
-    })
+    testkit::commands::register(id, &format!("Article {id}"), "bolts", None)
 }
 
 fn charge(id: &str) -> Command {
-    Command::RegisterCharge(RegisterCharge {
-        article: ArticleId::parse(id).unwrap(),
-        charge: ChargeNo::parse("C1").unwrap(),
-        production_date: "2026-11-01".parse().unwrap(),
-        expiry_date: None,
-        quality_status: QualityStatus::Approved,
-    })
+    testkit::commands::charge(id, "C1", "2026-11-01", None)
 }
 
 fn receipt(id: &str, n: i64) -> Command {
-    Command::PostReceipt(PostReceipt {
-        article: ArticleId::parse(id).unwrap(),
-        charge: ChargeNo::parse("C1").unwrap(),
-        warehouse: WarehouseId::parse("W1").unwrap(),
-        quantity: Quantity::new(n).unwrap(),
-        posted_at: None,
-    })
+    testkit::commands::receipt(id, "C1", "W1", n, None)
 }
 
 async fn on_hand(pool: &PgPool, schema: &str, article: &str) -> Option<i64> {

@@ -34,81 +34,47 @@ pub fn date(s: &str) -> NaiveDate {
     s.parse().unwrap()
 }
 
+// The commands, on article `A`, built by testkit's builders.
+use testkit::commands as c;
+
 pub fn register() -> Command {
-    Command::RegisterArticle(RegisterArticle {
-        article: article(),
-        name: ArticleName::parse("Bolt M8").unwrap(),
-        category: Category::parse("fasteners").unwrap(),
-        unit: Unit::new("pcs", 0).unwrap(),
-        reorder_point: Some(q(10)),
-    })
+    c::register(A, "Bolt M8", "fasteners", Some(10))
 }
 
-pub fn register_charge(c: &str, expiry: Option<&str>) -> Command {
-    Command::RegisterCharge(RegisterCharge {
-        article: article(),
-        charge: charge(c),
-        production_date: date("2026-01-01"),
-        expiry_date: expiry.map(date),
-        quality_status: QualityStatus::Approved,
-    })
+pub fn register_charge(charge: &str, expiry: Option<&str>) -> Command {
+    c::charge(A, charge, "2026-01-01", expiry)
 }
 
-pub fn receipt(c: &str, w: &str, n: i64, at: Option<DateTime<Utc>>) -> Command {
-    Command::PostReceipt(PostReceipt { article: article(), charge: charge(c), warehouse: wh(w), quantity: q(n), posted_at: at })
+pub fn receipt(charge: &str, w: &str, n: i64, at: Option<DateTime<Utc>>) -> Command {
+    c::receipt(A, charge, w, n, at)
 }
 
-pub fn issue(c: &str, w: &str, n: i64, at: Option<DateTime<Utc>>) -> Command {
-    Command::PostIssue(PostIssue { article: article(), charge: charge(c), warehouse: wh(w), quantity: q(n), posted_at: at })
+pub fn issue(charge: &str, w: &str, n: i64, at: Option<DateTime<Utc>>) -> Command {
+    c::issue(A, charge, w, n, at)
 }
 
-pub fn transfer(c: &str, from: &str, to: &str, n: i64) -> Command {
-    Command::TransferStock(TransferStock {
-        article: article(),
-        charge: charge(c),
-        from: wh(from),
-        to: wh(to),
-        quantity: q(n),
-        posted_at: None,
-    })
+pub fn transfer(charge: &str, from: &str, to: &str, n: i64) -> Command {
+    c::transfer(A, charge, from, to, n, None)
 }
 
-pub fn count(c: &str, w: &str, n: i64, at: Option<DateTime<Utc>>) -> Command {
-    Command::CountInventory(CountInventory {
-        article: article(),
-        charge: charge(c),
-        warehouse: wh(w),
-        counted: Counted::new(n).unwrap(),
-        posted_at: at,
-    })
+pub fn count(charge: &str, w: &str, n: i64, at: Option<DateTime<Utc>>) -> Command {
+    c::count(A, charge, w, n, at)
 }
 
-pub fn reserve(r: &str, c: &str, w: &str, n: i64) -> Command {
-    Command::ReserveStock(ReserveStock {
-        article: article(),
-        reservation: rid(r),
-        charge: charge(c),
-        warehouse: wh(w),
-        quantity: q(n),
-        reference: Text::parse("order 4711").unwrap(),
-    })
+pub fn reserve(r: &str, charge: &str, w: &str, n: i64) -> Command {
+    c::reserve(A, r, charge, w, n, "order 4711")
 }
 
 pub fn release(r: &str, n: Option<i64>) -> Command {
-    Command::ReleaseReservation(ReleaseReservation { article: article(), reservation: rid(r), quantity: n.map(q) })
+    c::release(A, r, n)
 }
 
 pub fn consume(r: &str, n: Option<i64>) -> Command {
-    Command::ConsumeReservation(ConsumeReservation {
-        article: article(),
-        reservation: rid(r),
-        quantity: n.map(q),
-        posted_at: None,
-    })
+    c::consume(A, r, n, None)
 }
 
-pub fn block(c: &str) -> Command {
-    Command::BlockCharge(BlockCharge { article: article(), charge: charge(c), reason: Text::parse("mould found").unwrap() })
+pub fn block(charge: &str) -> Command {
+    c::block(A, charge, "mould found")
 }
 
 /// A registered article with charge `C1` (no expiry) and the given commands accepted.
