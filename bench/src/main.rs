@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 
 mod commands;
+mod freshness;
 mod projector;
 mod queries;
 mod stats;

@@ -36,7 +36,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use readmodel::Generation;
 use projector::record::Incoming;
-use projector::apply::{Mode, apply_batch};
+use projector::apply::apply_batch;
+use projector::batch::Mode;
 use projector::cache::StateCache;
 use readmodel::Statements;
 use sqlx::PgPool;
@@ -111,7 +112,7 @@ async fn load(env: &TestEnv, events: usize, articles: usize) -> anyhow::Result<(
         let mut tx = pool.begin().await?;
         let mut outcome = apply_batch(&mut tx, &sql, "bench", &batch, &mut cache, &Mode::Live).await?;
         tx.commit().await?;
-        cache.keep(&mut outcome);
+        cache.keep(std::mem::take(&mut outcome.states), &outcome.halted);
     }
     let (movements,): (i64,) = sqlx::query_as("select count(*) from rm_1.movements").fetch_one(&pool).await?;
     // Settle the database as in steady state: the load leaves a million

@@ -40,7 +40,7 @@ use sqlx::{Connection, PgPool};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::idempotency::{IdempotencyKey, StoredResponse};
+use crate::idempotency::key::{IdempotencyKey, StoredResponse};
 use crate::relay::Wake;
 use crate::store::{self, AppendError, StateCache};
 
@@ -75,8 +75,9 @@ pub enum Outcome {
     Replayed(StoredResponse),
 }
 
-/// Why a command was not accepted.
-#[derive(Debug, thiserror::Error)]
+/// Why a command was not accepted. Cloned: a batch that fails answers
+/// every command of it with the same error.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ExecuteError {
     #[error(transparent)]
     Rule(#[from] DomainError),
@@ -113,7 +114,6 @@ struct Job {
 #[derive(Debug, Clone)]
 pub struct Executor {
     lanes: Arc<Vec<mpsc::Sender<Job>>>,
-    pool: PgPool,
 }
 
 /// What a lane works with.
@@ -144,7 +144,7 @@ impl Executor {
                 tx
             })
             .collect();
-        Self { lanes: Arc::new(lanes), pool }
+        Self { lanes: Arc::new(lanes) }
     }
 
     #[tracing::instrument(skip_all, fields(command = command.name(), article = %command.article(), command_id = %meta.command_id), err)]
@@ -162,11 +162,6 @@ impl Executor {
         let job = Job { stream, command, meta, key: key.cloned(), reply };
         lane.send(job).await.map_err(|_| ExecuteError::Stopped)?;
         answer.await.map_err(|_| ExecuteError::Stopped)?
-    }
-
-    /// The pool, for reading recorded idempotency keys.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
     }
 }
 
@@ -250,9 +245,9 @@ impl Lane {
             // The connection may be broken: the next batch connects anew.
             self.connection.discard();
         }
-        let shared = ExecuteErrorKind::from(e);
+        let error = ExecuteError::from(e);
         for job in jobs {
-            let _ = job.reply.send(Err(shared.to_error()));
+            let _ = job.reply.send(Err(error.clone()));
         }
     }
 }
@@ -269,6 +264,11 @@ async fn commit_locked(lane: &mut Lane, jobs: Vec<Job>) {
             Ok(decided) => break Ok(decided),
             Err(AppendError::Conflict) if attempt < MAX_ATTEMPTS => {
                 tracing::debug!(attempt, "a stream changed concurrently; deciding the batch again");
+                // Another instance wrote one of these streams at the same
+                // moment: retrying at once would likely meet it again. A
+                // random pause, up to 250 us doubling with each attempt (at
+                // most 16 ms), spreads the two apart. The randomness of a
+                // v4 UUID is enough for that and needs no dependency.
                 let jitter_us = Uuid::new_v4().as_u128() % (250 << attempt.min(6));
                 tokio::time::sleep(std::time::Duration::from_micros(jitter_us as u64)).await;
             }
@@ -281,34 +281,18 @@ async fn commit_locked(lane: &mut Lane, jobs: Vec<Job>) {
     }
 }
 
-enum ExecuteErrorKind {
-    Contention,
-    Database(Arc<sqlx::Error>),
-    Corrupt(String),
-}
-
-impl From<AppendError> for ExecuteErrorKind {
+impl From<AppendError> for ExecuteError {
     fn from(e: AppendError) -> Self {
         match e {
-            AppendError::Conflict => ExecuteErrorKind::Contention,
-            AppendError::Database(e) => ExecuteErrorKind::Database(Arc::new(e)),
-            AppendError::Corrupt(e) => ExecuteErrorKind::Corrupt(e.to_string()),
-        }
-    }
-}
-
-impl ExecuteErrorKind {
-    fn to_error(&self) -> ExecuteError {
-        match self {
-            ExecuteErrorKind::Contention => ExecuteError::Contention,
-            ExecuteErrorKind::Database(e) => ExecuteError::Database(e.clone()),
-            ExecuteErrorKind::Corrupt(e) => ExecuteError::Corrupt(e.clone()),
+            AppendError::Conflict => ExecuteError::Contention,
+            AppendError::Database(e) => ExecuteError::Database(Arc::new(e)),
+            AppendError::Corrupt(e) => ExecuteError::Corrupt(e.to_string()),
         }
     }
 }
 
 async fn replay(pool: &PgPool, key: &IdempotencyKey) -> Result<Outcome, ExecuteError> {
-    match crate::idempotency::lookup(pool, &key.key).await {
+    match crate::idempotency::key::lookup(pool, &key.key).await {
         Ok(Some(stored)) => Ok(Outcome::Replayed(stored)),
         // Held by a request that was refused meanwhile (its key released):
         // this one was not decided; ask the client to retry.

@@ -14,7 +14,9 @@ pub mod republish;
 pub mod routes;
 pub mod settings;
 pub mod startup;
+pub mod state;
 pub mod store;
 
 pub use settings::Settings;
-pub use startup::{AppState, Application, router};
+pub use startup::{Application, router};
+pub use state::AppState;

@@ -10,13 +10,13 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use platform::health;
 use platform::shutdown::CancellationToken;
-use sqlx::PgPool;
 use tokio::net::TcpListener;
 
 use crate::execute::{Executor, GroupCommit};
-use crate::idempotency::Idempotency;
+use crate::idempotency::middleware::Idempotency;
 use crate::relay::{Relay, Wake};
 use crate::routes;
+use crate::state::AppState;
 use crate::settings::Settings;
 
 /// The OpenAPI document; the paths come from the handlers' annotations, the
@@ -40,13 +40,6 @@ use crate::settings::Settings;
 #[derive(Debug)]
 pub struct ApiDoc;
 
-/// What every handler can reach.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub executor: Arc<Executor>,
-    pub pool: PgPool,
-}
-
 /// The API routes, without serving; tests call this directly.
 pub fn router(state: AppState, idempotency: Idempotency) -> Router {
     let pool = state.pool.clone();
@@ -64,7 +57,7 @@ pub fn router(state: AppState, idempotency: Idempotency) -> Router {
         .merge(routes::stock::router())
         .merge(routes::reservations::router())
         .split_for_parts();
-    api.route_layer(axum::middleware::from_fn_with_state(idempotency, crate::idempotency::middleware))
+    api.route_layer(axum::middleware::from_fn_with_state(idempotency, crate::idempotency::middleware::middleware))
         .with_state(state)
         .route("/openapi.json", get(move || async move { Json(openapi) }))
         .merge(platform::metrics::router(move || platform::metrics::observe_pool(&metrics_pool)))

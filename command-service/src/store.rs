@@ -9,7 +9,7 @@ use sqlx::PgConnection;
 
 use platform::metrics::timed;
 
-use crate::idempotency::IdempotencyKey;
+use crate::idempotency::key::IdempotencyKey;
 
 /// The channel the relay listens on; `append_batch` notifies it when asked to.
 pub const OUTBOX_CHANNEL: &str = "erp_outbox";

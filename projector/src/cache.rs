@@ -9,7 +9,6 @@
 use events::ArticleState;
 use foldhash::{HashMap, HashSet};
 
-use crate::apply::Outcome;
 use crate::record::Incoming;
 
 /// The cached states, by stream id.
@@ -45,11 +44,10 @@ impl StateCache {
         self.states.remove(stream).map(|c| (c.state, c.halted))
     }
 
-    /// Keeps the states a committed batch left ([`Outcome::states`], moved
+    /// Keeps the states a committed batch left (`Outcome::states`, moved
     /// out of it), with the streams it left halted.
-    pub fn keep(&mut self, outcome: &mut Outcome) {
-        let halted: HashSet<&String> = outcome.halted.iter().collect();
-        let states = std::mem::take(&mut outcome.states);
+    pub fn keep(&mut self, states: Vec<(String, ArticleState)>, halted: &[String]) {
+        let halted: HashSet<&String> = halted.iter().collect();
         let kept: Vec<(String, Cached)> = states
             .into_iter()
             .map(|(stream, state)| {

@@ -43,7 +43,7 @@ use crate::progress::Progress;
 use crate::record::Incoming;
 use crate::settings::ProjectorSettings;
 use crate::sink::{RedisSink, repair};
-use crate::apply::{ApplyError, Mode, Outcome};
+use crate::batch::{ApplyError, Mode, Outcome};
 use crate::cache::StateCache;
 
 /// How often the topic's partition list is read again.

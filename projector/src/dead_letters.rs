@@ -25,7 +25,8 @@ use sqlx::PgPool;
 
 use crate::record::Incoming;
 use crate::sink::RedisSink;
-use crate::apply::{Mode, Outcome, Parked, Reason, apply_batch};
+use crate::apply::apply_batch;
+use crate::batch::{Mode, Outcome, Parked, Reason};
 use crate::cache::StateCache;
 
 /// The topic poison records are copied to.

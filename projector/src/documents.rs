@@ -9,10 +9,10 @@ use chrono::NaiveDate;
 use events::ArticleState;
 use readmodel::keys;
 use readmodel::tables::categories::CategoryRow;
+use readmodel::tables::charges::quality_status;
 use readmodel::tables::documents::Document;
 use serde::Serialize;
 
-use crate::projection::quality_status;
 
 #[derive(Serialize)]
 struct StockDoc<'a> {

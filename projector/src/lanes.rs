@@ -24,7 +24,8 @@ use sqlx::PgPool;
 
 use readmodel::Statements;
 
-use crate::apply::{Mode, Outcome, apply_batch};
+use crate::apply::apply_batch;
+use crate::batch::{Mode, Outcome};
 use crate::cache::StateCache;
 use crate::record::Incoming;
 
@@ -105,7 +106,7 @@ where
         cache.absorb(lane_cache);
         match result {
             Ok(Some(Ok(mut outcome))) => {
-                cache.keep(&mut outcome);
+                cache.keep(std::mem::take(&mut outcome.states), &outcome.halted);
                 merged.merge(outcome);
             }
             Ok(Some(Err(pointer))) => changed = Some(pointer),

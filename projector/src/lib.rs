@@ -21,6 +21,7 @@
 //! See docs/projections.md.
 
 pub mod apply;
+pub mod batch;
 pub mod cache;
 pub mod consumer;
 pub mod dead_letters;

@@ -11,11 +11,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use events::{ArticleState, ChargeNo, Envelope, Event, QualityStatus, Reservation, ReservationId, Unfoldable, check_foldable, evolve};
+use events::{ArticleState, ChargeNo, Envelope, Event, Reservation, ReservationId, Unfoldable, check_foldable, evolve};
 use readmodel::keys::{CATALOGUE_TAG, LOW_STOCK_TAG, article_tag, category_tag};
 use readmodel::tables::articles::ArticleRow;
 use readmodel::tables::categories::CategoryDelta;
-use readmodel::tables::charges::{ChargeRow, WarehouseStock};
+use readmodel::tables::charges::{ChargeRow, WarehouseStock, quality_status};
 use readmodel::tables::documents::Document;
 use readmodel::tables::low_stock::{LowStock, LowStockRow};
 use readmodel::tables::movements::MovementRow;
@@ -389,14 +389,6 @@ pub fn charge_row(article_id: &str, state: &ArticleState, charge: &ChargeNo) -> 
     })
 }
 
-/// The stable name of a quality status, as in the events' JSON.
-pub fn quality_status(status: QualityStatus) -> &'static str {
-    match status {
-        QualityStatus::Pending => "pending",
-        QualityStatus::Approved => "approved",
-        QualityStatus::Rejected => "rejected",
-    }
-}
 
 #[cfg(test)]
 pub(crate) mod tests {

@@ -29,7 +29,8 @@ use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::record::Incoming;
 use crate::sink::{RedisSink, repair};
-use crate::apply::{Mode, apply_batch};
+use crate::apply::apply_batch;
+use crate::batch::Mode;
 use crate::cache::StateCache;
 
 /// Advisory lock key: one rebuild at a time.
@@ -163,7 +164,7 @@ async fn build_and_swap(
         let mut tx = pool.begin().await?;
         let mut outcome = apply_batch(&mut tx, &sql, &topic, &batch, &mut cache, &mode).await?;
         tx.commit().await?;
-        cache.keep(&mut outcome);
+        cache.keep(std::mem::take(&mut outcome.states), &outcome.halted);
         for (p, next) in outcome.next_offsets {
             positions.insert(p, next);
         }
@@ -198,7 +199,7 @@ async fn build_and_swap(
         for (p, next) in &outcome.next_offsets {
             positions.insert(*p, *next);
         }
-        cache.keep(&mut outcome);
+        cache.keep(std::mem::take(&mut outcome.states), &outcome.halted);
         documents.extend(outcome.documents);
         tags.extend(outcome.tags);
     }

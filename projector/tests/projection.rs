@@ -5,7 +5,8 @@
 
 use chrono::{DateTime, Duration, Utc};
 use events::*;
-use projector::apply::{ApplyError, Mode, Outcome, apply_batch};
+use projector::apply::apply_batch;
+use projector::batch::{ApplyError, Mode, Outcome};
 use projector::cache::StateCache;
 use projector::record::Incoming;
 use readmodel::{Generation, Statements};
@@ -41,7 +42,7 @@ async fn apply(pool: &PgPool, sql: &Statements, batch: &[Incoming], cache: &mut 
     let mut outcome = apply_batch(&mut tx, sql, TOPIC, batch, cache, mode).await?;
     tx.commit().await?;
     let states = outcome.states.clone();
-    cache.keep(&mut outcome);
+    cache.keep(std::mem::take(&mut outcome.states), &outcome.halted);
     outcome.states = states;
     Ok(outcome)
 }

@@ -54,8 +54,8 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Params {
 }
 
 /// The request's token, from the header or the `consistent_with` parameter.
-pub fn token(headers: &crate::routes::ReadHeaders, params: Params) -> Result<Option<Token>, ApiError> {
-    let raw = headers.consistency_token.as_ref().and_then(|v| v.to_str().ok()).map(str::to_owned).or(params.consistent_with);
+pub fn token(header: Option<&axum::http::HeaderValue>, params: Params) -> Result<Option<Token>, ApiError> {
+    let raw = header.and_then(|v| v.to_str().ok()).map(str::to_owned).or(params.consistent_with);
     raw.map(|raw| Token::parse(&raw).map_err(|reason| ApiError::BadParameter { field: "consistent_with".into(), reason }))
         .transpose()
 }

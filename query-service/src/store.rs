@@ -22,7 +22,8 @@ use readmodel::Generation;
 use platform::redis::{RedisConnection, RedisSettings};
 use sqlx::PgPool;
 
-use crate::cache::{Entry, FetchError, Tiers};
+use crate::cache::{Entry, FetchError};
+use crate::settings::Tiers;
 use crate::coalesce::{BatchResult, Coalescer};
 
 /// A circuit breaker: after [`Breaker::TRIP_AFTER`] consecutive failures the

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::articles::article_id;
 use super::{CommandContext, CommandResponses, JsonBody, execute, field, optional};
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -22,8 +22,8 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::execute::{Accepted, Outcome};
-use crate::idempotency::IdempotencyKey;
-use crate::startup::AppState;
+use crate::idempotency::key::IdempotencyKey;
+use crate::state::AppState;
 
 /// The answers every command can get.
 #[derive(Debug, utoipa::IntoResponses)]
@@ -210,6 +210,6 @@ pub async fn execute(state: &AppState, ctx: &CommandContext, command: Command) -
             let status = StatusCode::from_u16(accepted.status()).expect("a valid status");
             Ok((status, Json(accepted)).into_response())
         }
-        Outcome::Replayed(stored) => Ok(stored.replay(ctx.key.as_ref().expect("replays have a key"))),
+        Outcome::Replayed(stored) => Ok(crate::idempotency::middleware::replay(stored, ctx.key.as_ref().expect("replays have a key"))),
     }
 }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::{CommandContext, CommandResponses, JsonBody, execute, field};
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

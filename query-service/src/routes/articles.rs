@@ -55,7 +55,7 @@ async fn article_stock(
     params: consistency::Params,
 ) -> Result<Response, ApiError> {
     let article = param("article", ArticleId::parse(article))?;
-    let token = consistency::token(&headers, params)?;
+    let token = consistency::token(headers.consistency_token.as_ref(), params)?;
     let key = keys::stock(article.as_str());
     let store = &state.store;
     // The tags are made only when a tier below memory is asked.

@@ -97,7 +97,7 @@ async fn charge_detail(
 ) -> Result<Response, ApiError> {
     let article = param("article", ArticleId::parse(article))?;
     let charge = param("charge", ChargeNo::parse(charge))?;
-    let token = consistency::token(&headers, params)?;
+    let token = consistency::token(headers.consistency_token.as_ref(), params)?;
     let key = keys::charge(article.as_str(), charge.as_str());
     let (st, a, c) = (&state, &article, &charge);
     let (fetch, fresh) = (move || load_detail(st, a, c), move || load_detail(st, a, c));

@@ -21,6 +21,15 @@ pub struct WarehouseStock {
     pub reserved: i64,
 }
 
+/// The stored name of a quality status (`charges.quality_status`), as in the events' JSON.
+pub fn quality_status(status: events::QualityStatus) -> &'static str {
+    match status {
+        events::QualityStatus::Pending => "pending",
+        events::QualityStatus::Approved => "approved",
+        events::QualityStatus::Rejected => "rejected",
+    }
+}
+
 /// A row of `charges` as the projector writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChargeRow {
