@@ -14,9 +14,7 @@ cd "$REPO_ROOT"
 command -v wrk >/dev/null || apt_install wrk
 command -v taskset >/dev/null || apt_install util-linux
 trap 'stop_bg tansu-test' EXIT
-export ERP_TEST_PG_ADMIN_URL="$PG_ADMIN_URL"
-export ERP_TEST_REDIS_URL="redis://$REDIS_HOST:$REDIS_PORT/0"
-export ERP_TEST_KAFKA_BROKERS="$KAFKA_HOST:$(cat "$STATE_DIR/tansu-test.port")"
+export_test_env
 log "building (release)"
 cargo build --release --locked -p bench -p command-service -p projector -p query-service
 exec "$REPO_ROOT/target/release/bench" "$@"

@@ -13,9 +13,7 @@ cd "$REPO_ROOT"
 "$REPO_ROOT/scripts/infra.sh" up-test
 trap 'stop_bg tansu-test' EXIT
 
-export ERP_TEST_PG_ADMIN_URL="$PG_ADMIN_URL"
-export ERP_TEST_REDIS_URL="redis://$REDIS_HOST:$REDIS_PORT/0"
-export ERP_TEST_KAFKA_BROKERS="$KAFKA_HOST:$(cat "$STATE_DIR/tansu-test.port")"
+export_test_env
 export ERP_FAULT_SECS="${1:-30}"
 export ERP_FAULT_REPORT="$STATE_DIR/faults.jsonl"
 rm -f "$ERP_FAULT_REPORT"

@@ -4,7 +4,7 @@
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Pid files, logs and the broker's data of this checkout.
 STATE_DIR="${ERP_STATE_DIR:-$REPO_ROOT/.run}"
-# Built tools kept across checkouts (the broker takes ~12 minutes to build).
+# Built tools kept across checkouts (the broker takes about 20 minutes to build on two cores).
 CACHE_DIR="${ERP_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/erp-stock}"
 
 TANSU_VERSION="0.6.0"
@@ -25,10 +25,21 @@ REDIS_PORT="${ERP_REDIS_PORT:-6379}"
 # The broker of the running system (durable SQLite storage) ...
 KAFKA_HOST="127.0.0.1"
 KAFKA_PORT="${ERP_KAFKA_PORT:-9092}"
-# ... and the one for tests (in-memory storage, separate port).
+# ... and the one for tests (a fresh SQLite file per run; this port, or the
+# next free one, written to $STATE_DIR/tansu-test.port).
 KAFKA_TEST_PORT="${ERP_KAFKA_TEST_PORT:-19092}"
 EVENTS_TOPIC="${ERP_EVENTS_TOPIC:-stock-events}"
 EVENTS_PARTITIONS="${ERP_EVENTS_PARTITIONS:-4}"
+
+# Exports where the test servers are, for the tests (testkit reads them):
+# the PostgreSQL and Redis these scripts use, and the test broker that
+# `scripts/infra.sh up-test` started.
+export_test_env() {
+  export ERP_TEST_PG_ADMIN_URL="$PG_ADMIN_URL"
+  export ERP_TEST_REDIS_URL="redis://$REDIS_HOST:$REDIS_PORT/0"
+  export ERP_TEST_KAFKA_BROKERS="$KAFKA_HOST:$(cat "$STATE_DIR/tansu-test.port")"
+  export ERP_PYTHON="$CACHE_DIR/python/bin/python"
+}
 
 log() { printf '\033[1m[erp]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[erp] error:\033[0m %s\n' "$*" >&2; exit 1; }

@@ -4,10 +4,10 @@
 #   scripts/test.sh [extra arguments for the test runner]
 #
 # Starts PostgreSQL and Redis if they are not running (installing them if
-# needed), a fresh Kafka-protocol broker (temporary SQLite storage) on port 19092 (or the next
-# free one), builds the
-# workspace and runs the tests with cargo-nextest (cargo test without it).
-# Exits non-zero on any failure.
+# needed) and a fresh Kafka-protocol broker (a new SQLite file) on port 19092
+# or the next free one (scripts/infra.sh up-test), builds the workspace and
+# runs the tests with cargo-nextest (cargo test without it). Exits non-zero
+# on any failure.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
@@ -21,10 +21,7 @@ for db in $leftovers; do
   psql "$PG_ADMIN_URL" -qc "drop database if exists $db with (force)" >/dev/null
 done
 
-export ERP_TEST_PG_ADMIN_URL="$PG_ADMIN_URL"
-export ERP_TEST_REDIS_URL="redis://$REDIS_HOST:$REDIS_PORT/0"
-export ERP_TEST_KAFKA_BROKERS="$KAFKA_HOST:$(cat "$STATE_DIR/tansu-test.port")"
-export ERP_PYTHON="$CACHE_DIR/python/bin/python"
+export_test_env
 
 log "building the workspace"
 cargo build --workspace --bins --tests --locked
