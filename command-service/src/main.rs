@@ -41,17 +41,8 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings: Settings = platform::settings::load()?;
     let command = cli.command.unwrap_or(Command::Run);
-    let mut log = settings.log.clone();
-    if !matches!(command, Command::Run) {
-        // Admin commands print their results; logs only for warnings.
-        log.filter = "warn".into();
-    }
-    platform::telemetry::init(&log);
-    for name in platform::settings::unknown_env_vars::<Settings>() {
-        tracing::warn!(%name, "environment variable is not a setting of this service");
-    }
+    let settings: Settings = platform::settings::start(|s: &Settings| &s.log, !matches!(command, Command::Run))?;
     match command {
         Command::Run => {
             let app = Application::build(settings, platform::shutdown::on_signal()).await?;

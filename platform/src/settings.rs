@@ -22,6 +22,26 @@ pub fn load<T: DeserializeOwned + Serialize + Default>() -> Result<T, ConfigErro
         .try_deserialize()
 }
 
+/// What every binary does first: loads its settings `T`, installs logging
+/// with the part of them `log` picks (an admin command, which prints its
+/// results on standard output, logs warnings only), and warns of every
+/// `APP_*` variable that is no setting of `T` (usually a typo).
+pub fn start<T: DeserializeOwned + Serialize + Default>(
+    log: impl Fn(&T) -> &crate::telemetry::LogSettings,
+    admin: bool,
+) -> Result<T, ConfigError> {
+    let settings: T = load()?;
+    let mut logging = log(&settings).clone();
+    if admin {
+        logging.filter = "warn".into();
+    }
+    crate::telemetry::init(&logging);
+    for name in unknown_env_vars::<T>() {
+        tracing::warn!(%name, "environment variable is not a setting of this service");
+    }
+    Ok(settings)
+}
+
 /// Every environment variable name that sets a leaf of `T`, e.g. `APP_HTTP__PORT`.
 pub fn env_names<T: Serialize + Default>() -> Vec<String> {
     let tree = serde_json::to_value(T::default()).expect("settings serialise to JSON");

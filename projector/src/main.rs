@@ -66,19 +66,8 @@ enum DeadLetterCommand {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings: Settings = platform::settings::load()?;
     let command = cli.command.unwrap_or(Command::Run);
-    if matches!(command, Command::Run) {
-        platform::telemetry::init(&settings.log);
-    } else {
-        // Admin commands print their results; logs only for warnings.
-        let mut log = settings.log.clone();
-        log.filter = "warn".into();
-        platform::telemetry::init(&log);
-    }
-    for name in platform::settings::unknown_env_vars::<Settings>() {
-        tracing::warn!(%name, "environment variable is not a setting of this service");
-    }
+    let settings: Settings = platform::settings::start(|s: &Settings| &s.log, !matches!(command, Command::Run))?;
     let admin = || async {
         let pool = platform::db::pool(&settings.database)?;
         platform::db::migrate(&pool, &settings.database).await?;

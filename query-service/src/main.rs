@@ -7,11 +7,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings: Settings = platform::settings::load()?;
-    platform::telemetry::init(&settings.log);
-    for name in platform::settings::unknown_env_vars::<Settings>() {
-        tracing::warn!(%name, "environment variable is not a setting of this service");
-    }
+    let settings: Settings = platform::settings::start(|s: &Settings| &s.log, false)?;
     let app = Application::build(settings, platform::shutdown::on_signal()).await?;
     app.run_until_stopped().await
 }
