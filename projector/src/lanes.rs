@@ -140,11 +140,7 @@ where
 {
     let mut tx = pool.begin().await?;
     if let Some(serving) = serving {
-        let (pointer,): (i64,) = platform::metrics::timed(
-            "read_pointer",
-            sqlx::query_as("select generation from read_model_pointer for share").fetch_one(&mut *tx),
-        )
-        .await?;
+        let pointer = platform::metrics::timed("read_pointer", readmodel::generation::serving_locked(&mut *tx)).await?;
         if pointer != serving {
             tx.rollback().await?;
             return Ok(Err(pointer));

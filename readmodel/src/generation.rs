@@ -39,3 +39,10 @@ pub async fn active<'c>(conn: impl PgExecutor<'c>) -> Result<Option<Generation>,
 pub async fn serving<'c>(conn: impl PgExecutor<'c>) -> anyhow::Result<Generation> {
     active(conn).await?.ok_or_else(|| anyhow::anyhow!("no read-model generation: the migrations have not run"))
 }
+
+/// The serving generation's id, share-locking the pointer until the end of
+/// the transaction: a batch that reads it cannot commit into a generation a
+/// rebuild is swapping out (the swap takes the pointer exclusively).
+pub async fn serving_locked<'c>(conn: impl PgExecutor<'c>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("select generation from read_model_pointer for share").fetch_one(conn).await
+}
