@@ -20,6 +20,30 @@ const TYPE_PREFIX: &str = "erp.stock.";
 /// retried command yields the same ids.
 const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_6c4e_2d0a_4c59_9e57_1a3f_4d8e_0b21);
 
+/// The CloudEvents Auth Context principal types an actor can have. The
+/// actor of an event is written `{authtype}:{authid}` (`api_key:scanner-7`,
+/// `user:alice@example.com`), from the verified credential of the request.
+pub const AUTH_TYPES: [&str; 7] = ["app_user", "user", "service_account", "api_key", "system", "unauthenticated", "unknown"];
+
+/// The CloudEvents `authtype` of an actor: its prefix when that is one of
+/// [`AUTH_TYPES`], else `unknown` (events written before authentication
+/// carry whatever the client claimed).
+pub fn auth_type(actor: &str) -> &str {
+    match actor.split_once(':') {
+        Some((kind, _)) if AUTH_TYPES.contains(&kind) => kind,
+        _ => "unknown",
+    }
+}
+
+/// The CloudEvents `authid` of an actor: what follows a known `authtype`
+/// prefix, else the whole actor.
+pub fn auth_id(actor: &str) -> &str {
+    match actor.split_once(':') {
+        Some((kind, id)) if AUTH_TYPES.contains(&kind) => id,
+        _ => actor,
+    }
+}
+
 /// Who sent a command and why; copied into every event it produces.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandMeta {
@@ -27,7 +51,8 @@ pub struct CommandMeta {
     pub command_id: Uuid,
     /// Groups everything caused by one business request, across services.
     pub correlation_id: String,
-    /// The user or system that sent the command.
+    /// The principal that sent the command, as `{authtype}:{authid}`
+    /// ([`auth_type`], [`auth_id`]).
     pub actor: String,
     /// When the command was accepted.
     pub recorded_at: DateTime<Utc>,
@@ -136,6 +161,8 @@ impl RecordedEvent {
             ("ce_correlationid", self.correlation_id.clone()),
             ("ce_causationid", self.causation_id.to_string()),
             ("ce_actor", self.actor.clone()),
+            ("ce_authtype", auth_type(&self.actor).to_owned()),
+            ("ce_authid", auth_id(&self.actor).to_owned()),
         ]
     }
 
@@ -309,6 +336,20 @@ mod tests {
         assert_eq!(a[0].event_id, b[0].event_id);
         assert_ne!(a[0].event_id, a[1].event_id);
         assert_eq!((a[0].sequence, a[1].sequence), (5, 6));
+    }
+
+    #[test]
+    fn the_auth_context_comes_from_the_actor_and_old_actors_are_unknown() {
+        assert_eq!((auth_type("api_key:scanner-7"), auth_id("api_key:scanner-7")), ("api_key", "scanner-7"));
+        assert_eq!((auth_type("user:a:b@c"), auth_id("user:a:b@c")), ("user", "a:b@c"));
+        // Written before authentication: whatever the client claimed.
+        assert_eq!((auth_type("erp-frontend"), auth_id("erp-frontend")), ("unknown", "erp-frontend"));
+        assert_eq!((auth_type("dept:x"), auth_id("dept:x")), ("unknown", "dept:x"));
+        let mut env = sample().remove(0);
+        env.actor = "api_key:scanner-7".into();
+        let headers = env.to_record().cloudevents_headers();
+        let get = |n: &str| headers.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str());
+        assert_eq!((get("ce_authtype"), get("ce_authid")), (Some("api_key"), Some("scanner-7")));
     }
 
     #[test]

@@ -55,6 +55,10 @@ pub enum DomainError {
     ReservationExceeded { reservation: ReservationId, remaining: i64, requested: i64 },
     #[error("the balance of charge {charge} in {warehouse} would exceed {max}")]
     BalanceOverflow { charge: ChargeNo, warehouse: WarehouseId, max: i64 },
+    /// The sender may act only in some warehouses, and this command would
+    /// change stock or reservations in another one.
+    #[error("the credential is not permitted to act in warehouse {warehouse}")]
+    WarehouseNotPermitted { warehouse: WarehouseId },
 }
 
 impl DomainError {
@@ -80,6 +84,7 @@ impl DomainError {
             DomainError::ReservationExists { .. } => "reservation-exists",
             DomainError::ReservationExceeded { .. } => "reservation-exceeded",
             DomainError::BalanceOverflow { .. } => "balance-overflow",
+            DomainError::WarehouseNotPermitted { .. } => "warehouse-not-permitted",
         }
     }
 
@@ -90,5 +95,11 @@ impl DomainError {
             self,
             DomainError::UnknownArticle { .. } | DomainError::UnknownCharge { .. } | DomainError::UnknownReservation { .. }
         )
+    }
+
+    /// True when the sender lacks the right (HTTP 403) rather than the
+    /// command breaking a rule of the stock.
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, DomainError::WarehouseNotPermitted { .. })
     }
 }

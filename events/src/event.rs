@@ -336,6 +336,22 @@ fn parse<T: DeserializeOwned>(event_type: &str, data: serde_json::Value) -> Resu
 }
 
 impl Event {
+    /// The warehouses the event changes stock or reservations in (both
+    /// sides of a transfer); none for article and charge master data.
+    pub fn warehouses(&self) -> impl Iterator<Item = &WarehouseId> {
+        let (first, second) = match self {
+            Event::StockReceived(e) => (Some(&e.warehouse), None),
+            Event::StockIssued(e) => (Some(&e.warehouse), None),
+            Event::StockTransferred(e) => (Some(&e.from), Some(&e.to)),
+            Event::InventoryCounted(e) => (Some(&e.warehouse), None),
+            Event::StockReserved(e) => (Some(&e.warehouse), None),
+            Event::ReservationReleased(e) => (Some(&e.warehouse), None),
+            Event::ReservationConsumed(e) => (Some(&e.warehouse), None),
+            _ => (None, None),
+        };
+        first.into_iter().chain(second)
+    }
+
     /// The business time of a stock movement; `None` for other events.
     pub fn posted_at(&self) -> Option<DateTime<Utc>> {
         match self {

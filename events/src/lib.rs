@@ -22,7 +22,7 @@ mod values;
 
 pub use command::*;
 pub use decide::{MAX_BALANCE, decide};
-pub use envelope::{CommandMeta, EVENT_SOURCE, Envelope, EnvelopeError, RecordedEvent};
+pub use envelope::{AUTH_TYPES, CommandMeta, EVENT_SOURCE, Envelope, EnvelopeError, RecordedEvent, auth_id, auth_type};
 pub use error::DomainError;
 pub use event::*;
 pub use ids::{
@@ -30,7 +30,7 @@ pub use ids::{
     TextError, WarehouseId,
 };
 pub use moment::parse_moment;
-pub use policy::{Context, FUTURE_TOLERANCE, Policy};
+pub use policy::{Context, FUTURE_TOLERANCE, Policy, Scope};
 pub use quantity::{Counted, Quantity, QuantityError};
 pub use state::{
     ArticleInfo, ArticleState, Bucket, ChargeState, LedgerEntry, POSTING_WINDOW, Reservation, Unfoldable, check_foldable, evolve,

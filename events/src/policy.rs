@@ -32,3 +32,25 @@ pub struct Context<'a> {
     pub now: DateTime<Utc>,
     pub policy: &'a Policy,
 }
+
+/// The warehouses a sender may act in: every one, or those listed (a
+/// scanner's credential is limited to its own warehouse).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Scope {
+    #[default]
+    Everywhere,
+    Only(BTreeSet<WarehouseId>),
+}
+
+impl Scope {
+    /// `events` unchanged when every warehouse they touch is in scope;
+    /// otherwise the first one that is not.
+    pub fn permit(&self, events: Vec<crate::Event>) -> Result<Vec<crate::Event>, crate::DomainError> {
+        let Scope::Only(allowed) = self else { return Ok(events) };
+        let outside = events.iter().flat_map(crate::Event::warehouses).find(|w| !allowed.contains(*w)).cloned();
+        match outside {
+            Some(warehouse) => Err(crate::DomainError::WarehouseNotPermitted { warehouse }),
+            None => Ok(events),
+        }
+    }
+}

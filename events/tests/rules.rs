@@ -325,3 +325,23 @@ fn charge_events_carry_the_articles_current_category() {
     let Event::ChargeRegistered(e) = only(when(&state, register_charge("C2", None)).unwrap()) else { panic!() };
     assert_eq!(e.category.as_str(), "screws");
 }
+
+#[test]
+fn a_scoped_sender_may_move_stock_only_in_its_warehouses() {
+    let state = given(vec![receipt("C1", "W1", 10, None), receipt("C1", "W2", 10, None), reserve("R2", "C1", "W2", 3)]);
+    let north = Scope::Only([wh("W1")].into());
+    let permit = |command| when(&state, command).and_then(|events| north.permit(events));
+    let refused = |w: &str| Err(DomainError::WarehouseNotPermitted { warehouse: wh(w) });
+    assert!(permit(issue("C1", "W1", 1, None)).is_ok());
+    assert_eq!(permit(issue("C1", "W2", 1, None)), refused("W2"));
+    // A transfer touches both sides: neither into nor out of another warehouse.
+    assert_eq!(permit(transfer("C1", "W1", "W2", 1)), refused("W2"));
+    assert_eq!(permit(transfer("C1", "W2", "W1", 1)), refused("W2"));
+    // A reservation is judged by the warehouse it holds stock in, even when
+    // the command does not name it.
+    assert_eq!(permit(release("R2", None)), refused("W2"));
+    assert_eq!(permit(consume("R2", Some(1))), refused("W2"));
+    // Master data touches no warehouse; an unscoped sender goes everywhere.
+    assert!(permit(block("C1")).is_ok());
+    assert!(when(&state, issue("C1", "W2", 1, None)).and_then(|e| Scope::Everywhere.permit(e)).is_ok());
+}
