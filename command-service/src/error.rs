@@ -27,7 +27,8 @@ pub enum ApiError {
     #[error("field {field}: {reason}")]
     InvalidField { field: String, reason: String },
     /// 409 when the command breaks a rule (the problem carries the rule's
-    /// numbers); 404 when it names an unknown article, charge or reservation.
+    /// numbers); 404 when it names an unknown article, charge or reservation;
+    /// 403 when it would act in a warehouse outside the sender's scope.
     #[error(transparent)]
     Rule(#[from] DomainError),
     /// 409: too many concurrent writers on the same stream; retrying later may succeed.
@@ -100,7 +101,13 @@ impl IntoResponse for ApiError {
                     .with("reason", reason)
             }
             ApiError::Rule(rule) => {
-                let status = if rule.is_not_found() { StatusCode::NOT_FOUND } else { StatusCode::CONFLICT };
+                let status = if rule.is_not_found() {
+                    StatusCode::NOT_FOUND
+                } else if rule.is_forbidden() {
+                    StatusCode::FORBIDDEN
+                } else {
+                    StatusCode::CONFLICT
+                };
                 let mut problem = Problem::new(status, rule.code(), detail);
                 // The rule's numbers (available, requested, ...) as extension members.
                 if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(&rule) {

@@ -32,7 +32,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use events::{ArticleState, Command, CommandMeta, Context, DomainError, Envelope, Policy, StreamId, decide, evolve};
+use events::{ArticleState, Command, CommandMeta, Context, DomainError, Envelope, Policy, Scope, StreamId, decide, evolve};
 use platform::db::Dedicated;
 use serde::Serialize;
 use sqlx::postgres::PgConnectOptions;
@@ -107,6 +107,8 @@ struct Job {
     command: Command,
     meta: CommandMeta,
     key: Option<IdempotencyKey>,
+    /// The warehouses the sender may act in.
+    scope: Scope,
     reply: oneshot::Sender<Result<Outcome, ExecuteError>>,
 }
 
@@ -153,13 +155,14 @@ impl Executor {
         command: Command,
         meta: CommandMeta,
         key: Option<&IdempotencyKey>,
+        scope: Scope,
     ) -> Result<Outcome, ExecuteError> {
         let stream = StreamId::article(command.article());
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         stream.hash(&mut hasher);
         let lane = &self.lanes[hasher.finish() as usize % self.lanes.len()];
         let (reply, answer) = oneshot::channel();
-        let job = Job { stream, command, meta, key: key.cloned(), reply };
+        let job = Job { stream, command, meta, key: key.cloned(), scope, reply };
         lane.send(job).await.map_err(|_| ExecuteError::Stopped)?;
         answer.await.map_err(|_| ExecuteError::Stopped)?
     }
@@ -420,7 +423,7 @@ fn decide_all(
         }
         let state = states.get_mut(&job.stream).expect("every stream was loaded");
         let context = Context { now: job.meta.recorded_at, policy };
-        match decide(state, job.command.clone(), &context) {
+        match decide(state, job.command.clone(), &context).and_then(|events| job.scope.permit(events)) {
             Ok(events) => {
                 let envelopes = Envelope::wrap(&job.stream, state.version, &job.meta, events);
                 if !envelopes.is_empty() && !touched.iter().any(|(s, _)| s == &job.stream) {

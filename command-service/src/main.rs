@@ -36,6 +36,38 @@ enum Command {
         #[arg(long)]
         restart: bool,
     },
+    /// Manage API keys (needs only the database settings; this is how the
+    /// first admin key is made).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Create a key and print it once, with its record, as JSON.
+    Create {
+        /// Unique name of the client, recorded as the actor of its events (`api_key:<name>`).
+        #[arg(long)]
+        name: String,
+        /// A role: reader, writer, master-data, analyst, admin (repeat or comma-separate).
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// Limit the key to a warehouse (repeat or comma-separate); none: every warehouse.
+        #[arg(long = "warehouse")]
+        warehouses: Vec<String>,
+        /// When the key stops working (RFC 3339), e.g. 2027-06-30T00:00:00Z.
+        #[arg(long)]
+        expires: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// List every key (never the secrets), as JSON lines.
+    List,
+    /// Revoke a key by id or name; every instance stops accepting it within seconds.
+    Revoke {
+        /// The key's id (the 8 hex digits after `erp_`) or its name.
+        key: String,
+    },
 }
 
 #[tokio::main]
@@ -59,5 +91,31 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
+        Command::Keys { action } => {
+            let pool = platform::db::pool(&settings.database)?;
+            platform::db::migrate(&pool, &settings.database).await?;
+            keys(&pool, action).await
+        }
     }
+}
+
+async fn keys(pool: &sqlx::PgPool, action: KeysAction) -> anyhow::Result<()> {
+    use platform::auth::keys;
+    match action {
+        KeysAction::Create { name, roles, warehouses, expires } => {
+            let (key, record) = keys::create(pool, &keys::NewKey { name, roles, warehouses, expires_at: expires }).await?;
+            println!("{}", serde_json::json!({ "key": key, "record": record }));
+            eprintln!("the key is shown this once: store it now (only its hash is kept)");
+        }
+        KeysAction::List => {
+            for record in keys::list(pool).await? {
+                println!("{}", serde_json::to_string(&record)?);
+            }
+        }
+        KeysAction::Revoke { key } => match keys::revoke(pool, &key).await? {
+            Some(record) => println!("{}", serde_json::to_string(&record)?),
+            None => anyhow::bail!("no key with id or name {key:?}"),
+        },
+    }
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! Settings of the command-service; every field can be set as `APP_<SECTION>__<FIELD>`.
 
+use platform::auth::AuthSettings;
 use platform::db::DatabaseSettings;
 use platform::http::HttpSettings;
 use platform::kafka::KafkaSettings;
@@ -23,6 +24,8 @@ pub struct Settings {
     pub idempotency_ttl_secs: u64,
     /// How concurrent commands are grouped into transactions.
     pub group_commit: GroupCommitSettings,
+    /// Who may call the API (docs/security.md).
+    pub auth: AuthSettings,
     /// Logging.
     pub log: LogSettings,
 }
@@ -37,6 +40,7 @@ impl Default for Settings {
             domain: DomainSettings::default(),
             idempotency_ttl_secs: 86_400,
             group_commit: GroupCommitSettings::default(),
+            auth: AuthSettings::default(),
             log: LogSettings::default(),
         }
     }

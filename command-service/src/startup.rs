@@ -8,6 +8,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
+use platform::auth::{AuthLayer, AuthSettings, Authenticator, Rules};
 use platform::health;
 use platform::shutdown::CancellationToken;
 use tokio::net::TcpListener;
@@ -26,8 +27,10 @@ use crate::settings::Settings;
     info(
         title = "erp-stock command-service",
         description = "The write API of the stock back end. Every command may carry an `Idempotency-Key` header \
-                       (a retry with the same key and body returns the original response and appends nothing), \
-                       `X-Correlation-Id` and `X-Actor`. Errors are RFC 9457 problem+json."
+                       (a retry with the same key and body returns the original response and appends nothing) \
+                       and `X-Correlation-Id`. Every operation needs an `Authorization: Bearer` credential with \
+                       the role it lists; the events record the credential's principal as their actor \
+                       (`X-Actor` is ignored). Errors are RFC 9457 problem+json."
     ),
     components(schemas(crate::execute::Accepted, platform::problem::Problem)),
     tags(
@@ -40,8 +43,9 @@ use crate::settings::Settings;
 #[derive(Debug)]
 pub struct ApiDoc;
 
-/// The API routes, without serving; tests call this directly.
-pub fn router(state: AppState, idempotency: Idempotency) -> Router {
+/// The API routes, without serving; tests call this directly. `auth`:
+/// the authenticator, `None` when authentication is off.
+pub fn router(state: AppState, idempotency: Idempotency, auth: Option<(Arc<Authenticator>, &AuthSettings)>) -> Router {
     let pool = state.pool.clone();
     let metrics_pool = state.pool.clone();
     let readiness = health::readiness(move || {
@@ -57,11 +61,21 @@ pub fn router(state: AppState, idempotency: Idempotency) -> Router {
         .merge(routes::stock::router())
         .merge(routes::reservations::router())
         .split_for_parts();
+    let mut openapi = openapi;
+    platform::auth::rules::declare(&mut openapi);
+    let access = match auth {
+        Some((authenticator, settings)) => {
+            let rules = Rules::from_openapi(&openapi, &settings.public_paths).expect("every operation declares its roles");
+            AuthLayer::new(authenticator, rules)
+        }
+        None => AuthLayer::off(),
+    };
     api.route_layer(axum::middleware::from_fn_with_state(idempotency, crate::idempotency::middleware::middleware))
         .with_state(state)
         .route("/openapi.json", get(move || async move { Json(openapi) }))
         .merge(platform::metrics::router(move || platform::metrics::observe_pool(&metrics_pool)))
         .merge(health::router(readiness))
+        .layer(access)
 }
 
 /// A bound, not yet running command-service.
@@ -92,7 +106,16 @@ impl Application {
             ttl: Duration::from_secs(settings.idempotency_ttl_secs),
             body_limit: settings.http.body_limit_bytes,
         };
-        let router = platform::http::with_common_layers(router(state, idempotency), &settings.http);
+        let authenticator = if settings.auth.enabled {
+            let authenticator = Arc::new(Authenticator::new(pool.clone(), &settings.auth)?);
+            authenticator.listen_for_revocations(shutdown.clone());
+            Some(authenticator)
+        } else {
+            tracing::warn!("authentication is off (APP_AUTH__ENABLED=false): every request may do everything");
+            None
+        };
+        let auth = authenticator.map(|a| (a, &settings.auth));
+        let router = platform::http::with_common_layers(router(state, idempotency, auth), &settings.http)?;
         let (listener, addr) = settings.http.bind().await?;
         if settings.relay.enabled {
             // The broker may be down: commands are accepted all the same, and

@@ -95,13 +95,20 @@ async fn relayed_rows_are_pruned_after_their_retention() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_correlation_id_of_a_request_travels_into_the_kafka_headers() -> anyhow::Result<()> {
+async fn the_correlation_id_and_the_verified_principal_travel_into_the_kafka_headers() -> anyhow::Result<()> {
     let env = TestEnv::new(1).await?;
-    let app = start(settings(&env, true)).await?;
+    let mut settings = settings(&env, true);
+    settings.auth.enabled = true;
+    let app = start(settings).await?;
+    let key = platform::auth::keys::generate();
+    let new = platform::auth::keys::NewKey { name: "integration".into(), roles: vec!["master-data".into()], warehouses: vec![], expires_at: None };
+    platform::auth::keys::insert(&env.pool().await?, &key, &new).await?;
     let http = reqwest::Client::new();
     let response = http
         .post(format!("{}/articles", app.url))
+        .bearer_auth(&key)
         .header("x-correlation-id", "order-4711")
+        // Forged: ignored, the actor is who authenticated.
         .header("x-actor", "erp-frontend")
         .json(&json!({ "article": "ART-C", "name": "n", "category": "c", "unit": { "code": "pcs" } }))
         .send()
@@ -113,7 +120,11 @@ async fn the_correlation_id_of_a_request_travels_into_the_kafka_headers() -> any
     })
     .await?;
     assert_eq!(records[0].header("ce_correlationid"), Some("order-4711"));
-    assert_eq!(records[0].header("ce_actor"), Some("erp-frontend"));
+    assert_eq!(records[0].header("ce_actor"), Some("api_key:integration"));
+    assert_eq!(records[0].header("ce_authtype"), Some("api_key"));
+    assert_eq!(records[0].header("ce_authid"), Some("integration"));
+    let actor: String = sqlx::query_scalar("select actor from events").fetch_one(&env.pool().await?).await?;
+    assert_eq!(actor, "api_key:integration");
     app.shutdown().await
 }
 

@@ -29,7 +29,7 @@ type Buckets = BTreeMap<(String, String), (i64, i64)>;
 /// sequence `heads` names; returns how long that took.
 pub async fn visible(query_url: &str, heads: &BTreeMap<String, u64>, timeout: Duration) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let http = crate::http_builder().timeout(Duration::from_secs(5)).build()?;
     let mut waiting: Vec<(&String, u64)> = heads.iter().map(|(s, h)| (s, *h)).collect();
     while !waiting.is_empty() {
         anyhow::ensure!(started.elapsed() < timeout, "after {timeout:?} the query-service still lags on {waiting:?}");
@@ -104,7 +104,7 @@ pub async fn agree(env: &TestEnv, pool: &PgPool, query_url: &str, ledger: &Ledge
     }
 
     // 3 and 4. An independent fold of the topic equals what is served; nothing negative.
-    let http = reqwest::Client::new();
+    let http = crate::http();
     for (stream, mut events) in streams {
         events.sort_by_key(|e| e.sequence);
         let sequences: Vec<u64> = events.iter().map(|e| e.sequence).collect();

@@ -16,6 +16,43 @@ use sqlx::PgPool;
 use testkit::{TestEnv, eventually};
 use tokio::process::{Child, Command};
 
+/// The API key every end-to-end test calls the services with: every role,
+/// every warehouse. A fixed key (only its hash is stored, in the test's own
+/// database, by [`authorize`]), so that a restarted service accepts it too.
+pub const TEST_KEY: &str = "erp_e2e0c0de_dGVzdC1rZXktb2YtdGhlLWVuZC10by1lbmQtdGVzdHM";
+
+/// Makes [`TEST_KEY`] valid in the test's database (migrating it first).
+pub async fn authorize(env: &TestEnv) -> anyhow::Result<()> {
+    let pool = env.pool().await?;
+    platform::db::MIGRATOR.run(&pool).await?;
+    let new = platform::auth::keys::NewKey {
+        name: "e2e".into(),
+        roles: platform::auth::Role::ALL.iter().map(|r| r.as_str().to_owned()).collect(),
+        warehouses: vec![],
+        expires_at: None,
+    };
+    match platform::auth::keys::insert(&pool, TEST_KEY, &new).await {
+        Ok(_) => Ok(()),
+        // Made for an earlier service of the same test.
+        Err(_) if platform::auth::keys::find(&pool, &platform::auth::keys::hash(TEST_KEY)).await?.is_some() => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// An HTTP client that sends [`TEST_KEY`].
+pub fn http() -> reqwest::Client {
+    http_builder().build().expect("an HTTP client")
+}
+
+/// [`http`] before it is built (to set a timeout).
+pub fn http_builder() -> reqwest::ClientBuilder {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {TEST_KEY}")).expect("a header value");
+    value.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder().default_headers(headers)
+}
+
 /// One of the three service binaries, running.
 #[derive(Debug)]
 pub struct Service {
@@ -85,13 +122,14 @@ impl Service {
     /// Starts `name` with the test's database, Redis, Kafka and a free port,
     /// and waits until it is ready.
     pub async fn start(name: &'static str, env: &TestEnv, extra: &[(&str, String)]) -> anyhow::Result<Self> {
-        let service = Self::spawn(name, env, extra)?;
+        let service = Self::spawn(name, env, extra).await?;
         testkit::wait_ready(&service.base_url, Duration::from_secs(30)).await?;
         Ok(service)
     }
 
     /// Starts `name` like [`Service::start`] without waiting for readiness.
-    pub fn spawn(name: &'static str, env: &TestEnv, extra: &[(&str, String)]) -> anyhow::Result<Self> {
+    pub async fn spawn(name: &'static str, env: &TestEnv, extra: &[(&str, String)]) -> anyhow::Result<Self> {
+        authorize(env).await?;
         let port = testkit::free_port();
         let extra: Vec<(String, String)> = extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
         let child = Self::command(name, env, port, &extra).spawn()?;
@@ -162,7 +200,7 @@ impl Service {
 /// Posts a mixed history through the command-service: registrations, charges,
 /// receipts, transfers, a backdated issue, reservations, a count, a block.
 pub async fn post_history(command: &str, articles: usize) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
+    let http = crate::http();
     let post = |path: String, body: Value| {
         let http = http.clone();
         async move {

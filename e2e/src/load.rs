@@ -83,7 +83,7 @@ impl Ledger {
 /// opening receipt in every charge and warehouse. Returns their ids and the
 /// accepted commands.
 pub async fn seed(command_url: &str, articles: usize) -> anyhow::Result<(Vec<String>, Vec<Accepted>)> {
-    let http = reqwest::Client::new();
+    let http = crate::http();
     let (mut ids, mut accepted) = (Vec::new(), Vec::new());
     for i in 0..articles {
         let article = format!("LOAD-{i}");
@@ -145,7 +145,7 @@ impl Load {
     pub fn start(command_url: &str, query_url: Option<&str>, articles: &[String], writers: usize, readers: usize) -> Self {
         let stop = CancellationToken::new();
         let ledger = Arc::new(Mutex::new(Ledger::default()));
-        let http = reqwest::Client::builder().timeout(DEADLINE).build().expect("an HTTP client");
+        let http = crate::http_builder().timeout(DEADLINE).build().expect("an HTTP client");
         let mut tasks = Vec::new();
         for client in 0..writers {
             let writer = Writer {

@@ -68,7 +68,7 @@ async fn an_export_folded_into_a_fresh_model_equals_the_live_read_models() -> an
     assert_eq!(code, 0, "{stderr}");
     let folded = lines(&out);
     assert_eq!(folded.len(), 8);
-    let http = reqwest::Client::new();
+    let http = e2e::http();
     for article in &folded {
         let id = article["article"].as_str().unwrap();
         let live: Value = http.get(format!("{}/articles/{id}/stock", query.base_url)).send().await?.json().await?;
@@ -154,7 +154,7 @@ async fn stock_as_of_a_moment_agrees_between_the_cli_the_http_endpoint_and_the_m
     let projector = Service::start("projector", &env, &[]).await?;
     let query = Service::start("query-service", &env, &[]).await?;
     let pool = env.pool().await?;
-    let http = reqwest::Client::new();
+    let http = e2e::http();
     let base = command.base_url.clone();
     let now = Utc::now();
     let day = |d: i64| (now - chrono::Duration::days(d)).to_rfc3339();
@@ -321,7 +321,7 @@ async fn the_python_example_reads_the_topic_with_a_generic_client() -> anyhow::R
     let (stored,): (i64,) = sqlx::query_as("select count(*) from events").fetch_one(&pool).await?;
     assert_eq!(events.len() as i64, stored);
     assert!(events.iter().all(|e| e["subject"].as_str().unwrap().starts_with("article:")));
-    let http = reqwest::Client::new();
+    let http = e2e::http();
     for article in lines(&run(&["--stock"]).await?) {
         let id = article["article"].as_str().unwrap();
         let live: Value = http.get(format!("{}/articles/{id}/stock", query.base_url)).send().await?.json().await?;

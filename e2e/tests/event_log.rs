@@ -112,7 +112,7 @@ async fn a_lost_topic_is_republished_from_the_event_store_and_the_read_models_re
     command.stop().await?;
     let command = Service::start("command-service", &on_new, &[]).await?;
     let projector = Service::start("projector", &on_new, &[]).await?;
-    let r = reqwest::Client::new()
+    let r = e2e::http()
         .post(format!("{}/stock/receipts", command.base_url))
         .json(&json!({ "article": "ART-2", "charge": "L1", "warehouse": "W1", "quantity": 5 }))
         .send()
@@ -174,7 +174,7 @@ async fn a_dump_restored_into_an_empty_database_brings_the_system_back_with_equa
     let command = Service::start("command-service", &back, &[]).await?;
     let projector = Service::start("projector", &back, &[]).await?;
     let query = Service::start("query-service", &back, &[]).await?;
-    let http = reqwest::Client::new();
+    let http = e2e::http();
     let r = http
         .post(format!("{}/stock/receipts", command.base_url))
         .json(&json!({ "article": "ART-1", "charge": "L1", "warehouse": "W1", "quantity": 5 }))

@@ -53,7 +53,7 @@ async fn every_command_route_succeeds_over_http_and_its_effect_is_served() -> an
     let command = Service::start("command-service", &env, &[]).await?;
     let projector = Service::start("projector", &env, &[]).await?;
     let query = Service::start("query-service", &env, &[]).await?;
-    let api = Api { http: reqwest::Client::new(), command: command.base_url.clone(), query: query.base_url.clone() };
+    let api = Api { http: e2e::http(), command: command.base_url.clone(), query: query.base_url.clone() };
     let stock = "/articles/ART-9/stock";
 
     // Articles.

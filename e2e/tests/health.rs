@@ -13,8 +13,8 @@ use testkit::{TestEnv, eventually};
 async fn a_projector_whose_redis_is_down_is_live_but_not_ready_and_says_why() -> anyhow::Result<()> {
     let env = TestEnv::new(1).await?;
     let closed = format!("redis://127.0.0.1:{}/0", testkit::free_port());
-    let projector = Service::spawn("projector", &env, &[("APP_REDIS__URL", closed)])?;
-    let http = reqwest::Client::new();
+    let projector = Service::spawn("projector", &env, &[("APP_REDIS__URL", closed)]).await?;
+    let http = e2e::http();
     let live = format!("{}/health/live", projector.base_url);
     eventually(Duration::from_secs(30), "liveness", || async {
         http.get(&live).send().await.ok().filter(|r| r.status() == 200)
@@ -42,7 +42,7 @@ async fn every_service_stops_cleanly_on_sigterm_once_ready() -> anyhow::Result<(
 
 /// `GET path` on `base` as JSON, with its status.
 async fn get(base: &str, path: &str) -> Option<(u16, Value)> {
-    let r = reqwest::get(format!("{base}{path}")).await.ok()?;
+    let r = e2e::http().get(format!("{base}{path}")).send().await.ok()?;
     Some((r.status().as_u16(), r.json().await.ok()?))
 }
 
@@ -86,7 +86,7 @@ async fn a_projector_behind_that_applies_nothing_turns_not_ready_and_ready_again
     let command = Service::start("command-service", &env, &[]).await?;
     let projector = Service::start("projector", &env, &[("APP_PROJECTOR__STALL_AFTER_SECS", "2".to_owned())]).await?;
     let pool = env.pool().await?;
-    let http = reqwest::Client::new();
+    let http = e2e::http();
     let post = |path: &str, body: Value| http.post(format!("{}{path}", command.base_url)).json(&body).send();
     post("/articles", serde_json::json!({ "article": "A", "name": "n", "category": "c", "unit": { "code": "pcs" } })).await?;
     e2e::caught_up(&pool).await?;

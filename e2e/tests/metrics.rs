@@ -22,7 +22,7 @@ async fn every_service_exposes_request_query_and_pool_metrics_by_template() -> a
     let command = Service::start("command-service", &env, &slow).await?;
     let query = Service::start("query-service", &env, &[]).await?;
     let projector = Service::start("projector", &env, &[]).await?;
-    let http = reqwest::Client::new();
+    let http = e2e::http();
 
     let article = json!({ "article": "ART-M", "name": "n", "category": "c", "unit": { "code": "pcs" } });
     assert_eq!(http.post(format!("{}/articles", command.base_url)).json(&article).send().await?.status(), 201);
@@ -55,7 +55,7 @@ async fn the_pipeline_reports_produce_latency_backlog_applied_events_and_lag() -
     let env = TestEnv::new(2).await?;
     let command = Service::start("command-service", &env, &[]).await?;
     let projector = Service::start("projector", &env, &[]).await?;
-    let http = reqwest::Client::new();
+    let http = e2e::http();
     let post = |path: &str, body: serde_json::Value| http.post(format!("{}{path}", command.base_url)).json(&body).send();
     let r = post("/articles", json!({ "article": "ART-P", "name": "n", "category": "c", "unit": { "code": "pcs" } })).await?;
     assert_eq!(r.status(), 201);

@@ -125,7 +125,7 @@ async fn a_rebuild_equals_the_live_read_models_and_swaps_while_the_query_service
     let live = checksum(&env).await?;
     assert_eq!(live["generation"], 1);
 
-    let http = reqwest::Client::new();
+    let http = e2e::http();
     let url = format!("{}/articles/ART-3/stock", query.base_url);
     let before: Value = http.get(&url).send().await?.json().await?;
     // Readers keep getting answers during the whole rebuild.
@@ -211,7 +211,7 @@ async fn redis_converges_after_a_crash_between_commit_and_redis_write_and_after_
     let command = Service::start("command-service", &env, &[]).await?;
     let projector = Service::start("projector", &env, &through_proxy).await?;
     let pool = env.pool().await?;
-    let http = reqwest::Client::new();
+    let http = e2e::http();
     let post = |path: &str, body: Value| http.post(format!("{}{path}", command.base_url)).json(&body).send();
     post("/articles", json!({ "article": "ART-R", "name": "n", "category": "c", "unit": { "code": "pcs" } })).await?;
     post("/articles/ART-R/charges", json!({ "charge": "L1", "production_date": "2026-11-01" })).await?;

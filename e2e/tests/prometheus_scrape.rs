@@ -56,7 +56,7 @@ async fn a_real_prometheus_scrapes_every_service_and_sees_the_key_series() -> an
     let command = Service::start("command-service", &env, &[]).await?;
     let projector = Service::start("projector", &env, &[]).await?;
     let query = Service::start("query-service", &env, &[]).await?;
-    let http = reqwest::Client::new();
+    let http = e2e::http();
     let r = http
         .post(format!("{}/articles", command.base_url))
         .json(&json!({ "article": "ART-S", "name": "n", "category": "c", "unit": { "code": "pcs" } }))

@@ -15,7 +15,7 @@ async fn a_cached_document_is_served_from_memory_and_dropped_when_the_projector_
     let projector = Service::start("projector", &env, &[]).await?;
     // A TTL of an hour: only invalidation can refresh the entry within the test.
     let query = Service::start("query-service", &env, &[("APP_CACHE__TTL_SECS", "3600".to_owned())]).await?;
-    let http = reqwest::Client::new();
+    let http = e2e::http();
     let post = |path: &str, body: Value| http.post(format!("{}{path}", command.base_url)).json(&body).send();
     post("/articles", json!({ "article": "ART-Q", "name": "n", "category": "c", "unit": { "code": "pcs" } })).await?;
     post("/articles/ART-Q/charges", json!({ "charge": "L1", "production_date": "2026-11-01" })).await?;
@@ -59,7 +59,7 @@ async fn a_client_holding_the_current_version_gets_304_without_a_body() -> anyho
     let command = Service::start("command-service", &env, &[]).await?;
     let projector = Service::start("projector", &env, &[]).await?;
     let query = Service::start("query-service", &env, &[]).await?;
-    let http = reqwest::Client::new();
+    let http = e2e::http();
     let post = |path: &str, body: Value| http.post(format!("{}{path}", command.base_url)).json(&body).send();
     post("/articles", json!({ "article": "ART-E", "name": "n", "category": "c", "unit": { "code": "pcs" } })).await?;
     post("/articles/ART-E/charges", json!({ "charge": "L1", "production_date": "2026-11-01" })).await?;
@@ -91,7 +91,7 @@ async fn an_unknown_article_asked_again_costs_no_lookup_until_the_projector_anno
     let command = Service::start("command-service", &env, &[]).await?;
     let projector = Service::start("projector", &env, &[]).await?;
     let query = Service::start("query-service", &env, &[("APP_CACHE__TTL_SECS", "3600".to_owned())]).await?;
-    let http = reqwest::Client::new();
+    let http = e2e::http();
     let stats = || async {
         let s: Value = http.get(format!("{}/cache/stats", query.base_url)).send().await?.json().await?;
         anyhow::Ok(s)

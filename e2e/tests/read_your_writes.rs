@@ -11,7 +11,7 @@ async fn the_first_read_with_a_writes_token_shows_the_write() -> anyhow::Result<
     let command = Service::start("command-service", &env, &[]).await?;
     let projector = Service::start("projector", &env, &[]).await?;
     let query = Service::start("query-service", &env, &[]).await?;
-    let http = reqwest::Client::new();
+    let http = e2e::http();
     let post = |path: &str, body: Value| http.post(format!("{}{path}", command.base_url)).json(&body).send();
     post("/articles", json!({ "article": "ART-R", "name": "n", "category": "c", "unit": { "code": "pcs" } })).await?;
     post("/articles/ART-R/charges", json!({ "charge": "L1", "production_date": "2026-11-01" })).await?;
@@ -49,7 +49,7 @@ async fn an_unreached_position_is_a_504_and_a_malformed_token_a_400() -> anyhow:
     // No projector here: the query-service creates the schema itself.
     let settings = [("APP_CONSISTENCY__MAX_WAIT_MS", "200".to_owned()), ("APP_DATABASE__MIGRATE", "true".to_owned())];
     let query = Service::start("query-service", &env, &settings).await?;
-    let http = reqwest::Client::new();
+    let http = e2e::http();
     let url = format!("{}/articles/ART-R/stock", query.base_url);
     let response = http.get(&url).header("x-consistency-token", "article:ART-R@99").send().await?;
     assert_eq!(response.status(), 504);

@@ -14,7 +14,7 @@ async fn a_posted_receipt_is_served_by_the_query_service() -> anyhow::Result<()>
     let command = Service::start("command-service", &env, &[]).await?;
     let projector = Service::start("projector", &env, &[]).await?;
     let query = Service::start("query-service", &env, &[]).await?;
-    let http = reqwest::Client::new();
+    let http = e2e::http();
 
     let post = |path: &str, body: Value| http.post(format!("{}{path}", command.base_url)).json(&body).send();
     let article = json!({ "article": "ART-1", "name": "Bolt M8", "category": "fasteners", "unit": { "code": "pcs" } });
@@ -69,7 +69,7 @@ async fn an_unknown_article_is_404_and_a_bad_receipt_is_422_naming_the_field() -
     let env = TestEnv::new(1).await?;
     let command = Service::start("command-service", &env, &[("APP_RELAY__ENABLED", "false".into())]).await?;
     let query = Service::start("query-service", &env, &[]).await?;
-    let http = reqwest::Client::new();
+    let http = e2e::http();
 
     let response = http.get(format!("{}/articles/NOPE/stock", query.base_url)).send().await?;
     assert_eq!(response.status(), 404);

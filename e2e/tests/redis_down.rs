@@ -13,9 +13,9 @@ async fn with_redis_down_reads_come_from_postgresql_and_the_breaker_skips_redis(
     let closed = format!("redis://127.0.0.1:{}/0", testkit::free_port());
     let command = Service::start("command-service", &env, &[]).await?;
     // Neither can be ready without Redis; both still work.
-    let projector = Service::spawn("projector", &env, &[("APP_REDIS__URL", closed.clone())])?;
-    let query = Service::spawn("query-service", &env, &[("APP_REDIS__URL", closed)])?;
-    let http = reqwest::Client::new();
+    let projector = Service::spawn("projector", &env, &[("APP_REDIS__URL", closed.clone())]).await?;
+    let query = Service::spawn("query-service", &env, &[("APP_REDIS__URL", closed)]).await?;
+    let http = e2e::http();
     let post = |path: &str, body: Value| http.post(format!("{}{path}", command.base_url)).json(&body).send();
     for a in 0..5 {
         let article = format!("ART-D{a}");

@@ -17,7 +17,7 @@ async fn a_relay_killed_mid_batch_resends_only_what_was_unconfirmed_and_read_mod
     let env = TestEnv::new(2).await?;
     let no_relay = [("APP_RELAY__ENABLED", "false".to_owned())];
     let writer = Service::start("command-service", &env, &no_relay).await?;
-    let http = reqwest::Client::new();
+    let http = e2e::http();
     let post = |path: &str, body: Value| http.post(format!("{}{path}", writer.base_url)).json(&body).send();
     for a in 0..ARTICLES {
         let article = format!("ART-{a}");
@@ -44,7 +44,7 @@ async fn a_relay_killed_mid_batch_resends_only_what_was_unconfirmed_and_read_mod
         ("APP_RELAY__BATCH_SIZE", "1".to_owned()),
         ("APP_HTTP__PORT", "0".to_owned()),
     ];
-    let relay = Service::spawn("command-service", &env, &slow)?;
+    let relay = Service::spawn("command-service", &env, &slow).await?;
     eventually(Duration::from_secs(60), "the relay to start relaying", || async {
         relayed().await.filter(|n| *n >= 10)
     })

@@ -29,11 +29,45 @@ pub struct HttpSettings {
     pub request_timeout_ms: u64,
     /// Largest accepted request body; larger ones get 413.
     pub body_limit_bytes: usize,
+    /// Largest accepted total size of the request headers (names and
+    /// values); larger ones get 431.
+    pub header_limit_bytes: usize,
+    /// Deadlines of single routes instead of `request_timeout_ms`, as
+    /// `METHOD /route/{template}=ms`, comma-separated (0: none).
+    pub route_timeouts_ms: String,
+    /// Origins allowed to call the API from a browser (CORS), comma-separated;
+    /// empty: no CORS headers at all (browsers refuse cross-origin calls).
+    pub cors_origins: String,
 }
 
 impl HttpSettings {
     pub fn on_port(port: u16) -> Self {
-        Self { host: "127.0.0.1".into(), port, request_timeout_ms: 10_000, body_limit_bytes: 64 * 1024 }
+        Self {
+            host: "127.0.0.1".into(),
+            port,
+            request_timeout_ms: 10_000,
+            body_limit_bytes: 64 * 1024,
+            header_limit_bytes: 16 * 1024,
+            route_timeouts_ms: String::new(),
+            cors_origins: String::new(),
+        }
+    }
+
+    /// The deadline of each route listed in `route_timeouts_ms`.
+    fn route_timeouts(&self) -> anyhow::Result<Vec<(axum::http::Method, String, Option<Duration>)>> {
+        self.route_timeouts_ms
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|entry| {
+                let bad = || anyhow::anyhow!("APP_HTTP__ROUTE_TIMEOUTS_MS: expected `METHOD /route=ms`, got {entry:?}");
+                let (route, ms) = entry.rsplit_once('=').ok_or_else(bad)?;
+                let (method, route) = route.trim().split_once(' ').ok_or_else(bad)?;
+                let ms: u64 = ms.trim().parse().map_err(|_| bad())?;
+                let method = method.trim().to_uppercase().parse().map_err(|_| bad())?;
+                Ok((method, route.trim().to_owned(), (ms > 0).then(|| Duration::from_millis(ms))))
+            })
+            .collect()
     }
 
     /// Binds the listener; the returned address carries the real port.
@@ -53,24 +87,67 @@ impl HttpSettings {
 /// (tower-http's request id, propagation and trace layers and a `from_fn`
 /// metrics middleware) cost 40 % of an answer served from memory, and every
 /// further layer a route gets costs a boxed service call per request.
-pub fn with_common_layers(router: Router, settings: &HttpSettings) -> Router {
+///
+/// Then CORS, when origins are configured (outside everything else, so that
+/// a browser's preflight is answered without a credential).
+pub fn with_common_layers(router: Router, settings: &HttpSettings) -> anyhow::Result<Router> {
     let timeout = (settings.request_timeout_ms > 0).then(|| Duration::from_millis(settings.request_timeout_ms));
-    router.layer(ObserveLayer { body_limit: settings.body_limit_bytes, timeout })
+    let observe = ObserveLayer {
+        body_limit: settings.body_limit_bytes,
+        header_limit: settings.header_limit_bytes,
+        timeout,
+        routes: settings.route_timeouts()?.into(),
+    };
+    let router = router.layer(observe);
+    let origins: Vec<HeaderValue> = settings
+        .cors_origins
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|o| HeaderValue::from_str(o).map_err(|_| anyhow::anyhow!("APP_HTTP__CORS_ORIGINS: {o:?} is no origin")))
+        .collect::<anyhow::Result<_>>()?;
+    if origins.is_empty() {
+        return Ok(router);
+    }
+    use axum::http::{Method, header};
+    let cors = tower_http::cors::CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST, Method::PUT])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_NONE_MATCH,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("x-consistency-token"),
+            CORRELATION_ID,
+        ])
+        .expose_headers([header::ETAG, header::RETRY_AFTER, REQUEST_ID, HeaderName::from_static("x-possibly-stale")])
+        .max_age(Duration::from_secs(600));
+    Ok(router.layer(cors))
 }
 
 /// Applies [`Observe`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ObserveLayer {
     /// Largest accepted request body (axum's extractors answer 413 beyond it).
     pub body_limit: usize,
+    /// Largest accepted request headers (431 beyond).
+    pub header_limit: usize,
     /// Answer 503 after this long.
     pub timeout: Option<Duration>,
+    /// Deadlines of single routes instead of `timeout`.
+    pub routes: std::sync::Arc<[(axum::http::Method, String, Option<Duration>)]>,
 }
 
 impl<S> tower::Layer<S> for ObserveLayer {
     type Service = Observe<<DefaultBodyLimit as Layer<S>>::Service>;
     fn layer(&self, inner: S) -> Self::Service {
-        Observe { inner: DefaultBodyLimit::max(self.body_limit).layer(inner), timeout: self.timeout }
+        Observe {
+            inner: DefaultBodyLimit::max(self.body_limit).layer(inner),
+            timeout: self.timeout,
+            header_limit: self.header_limit,
+            routes: self.routes.clone(),
+        }
     }
 }
 
@@ -81,6 +158,8 @@ impl<S> tower::Layer<S> for ObserveLayer {
 pub struct Observe<S> {
     inner: S,
     timeout: Option<Duration>,
+    header_limit: usize,
+    routes: std::sync::Arc<[(axum::http::Method, String, Option<Duration>)]>,
 }
 
 impl<S> tower::Service<Request<axum::body::Body>> for Observe<S>
@@ -109,6 +188,11 @@ where
         };
         let route = request.extensions().get::<MatchedPath>().cloned();
         let method = request.method().clone();
+        let limit = match route.as_ref().and_then(|r| self.routes.iter().find(|(m, t, _)| *m == method && t == r.as_str())) {
+            Some((_, _, limit)) => *limit,
+            None => self.timeout,
+        };
+        let header_bytes: usize = request.headers().iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
         let span = if tracing::enabled!(tracing::Level::INFO) {
             let correlation = correlation.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
             tracing::info_span!(
@@ -121,15 +205,20 @@ where
         } else {
             tracing::Span::none()
         };
+        let done = Some(Finish { id, route, method, start, limit });
+        if header_bytes > self.header_limit {
+            let inner = Deadline::Refused { response: Some(headers_too_large(header_bytes, self.header_limit)) };
+            return Observed { inner, span, done };
+        }
         let inner = {
             let _entered = span.enter();
             self.inner.call(request)
         };
-        let inner = match self.timeout {
+        let inner = match limit {
             Some(limit) => Deadline::Limited { future: tokio::time::timeout(limit, inner) },
             None => Deadline::Unlimited { future: inner },
         };
-        Observed { inner, span, done: Some(Finish { id, route, method, start, limit: self.timeout }) }
+        Observed { inner, span, done }
     }
 }
 
@@ -150,6 +239,7 @@ pin_project_lite::pin_project! {
     enum Deadline<F> {
         Limited { #[pin] future: tokio::time::Timeout<F> },
         Unlimited { #[pin] future: F },
+        Refused { response: Option<axum::response::Response> },
     }
 }
 
@@ -180,6 +270,7 @@ where
         let outcome = match this.inner.project() {
             DeadlineProjection::Limited { future } => std::task::ready!(future.poll(cx)),
             DeadlineProjection::Unlimited { future } => Ok(std::task::ready!(future.poll(cx))),
+            DeadlineProjection::Refused { response } => Ok(Ok(response.take().expect("polled after completion"))),
         };
         let Finish { id, route, method, start, limit } = this.done.take().expect("polled after completion");
         let mut response = match outcome {
@@ -206,6 +297,13 @@ fn past_deadline(limit: Duration) -> axum::response::Response {
     let mut response = crate::problem::Problem::new(StatusCode::SERVICE_UNAVAILABLE, "deadline-exceeded", detail).into_response();
     response.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
+}
+
+/// 431: the request's headers are larger than the limit.
+fn headers_too_large(size: usize, limit: usize) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let detail = format!("the request headers are {size} bytes; at most {limit} are accepted");
+    crate::problem::Problem::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers-too-large", detail).into_response()
 }
 
 /// The first value of each of `names`, in one pass over `headers`: a request

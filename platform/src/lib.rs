@@ -5,6 +5,7 @@
 //!
 //! Nothing here knows the warehouse domain; that is the `events` crate.
 
+pub mod auth;
 pub mod db;
 pub mod health;
 pub mod http;

@@ -9,17 +9,35 @@ use serde::{Serialize, de::DeserializeOwned};
 pub const ENV_PREFIX: &str = "APP";
 
 /// Loads `T` from its defaults overlaid with `APP_*` environment variables.
+/// Any setting can instead be read from a file named by the same variable
+/// with `_FILE` appended (`APP_DATABASE__URL_FILE=/run/secrets/db-url`), as
+/// compose and Kubernetes provide secrets; a trailing newline is dropped.
 pub fn load<T: DeserializeOwned + Serialize + Default>() -> Result<T, ConfigError> {
-    Config::builder()
-        .add_source(Config::try_from(&T::default())?)
-        .add_source(
-            Environment::with_prefix(ENV_PREFIX)
-                .prefix_separator("_")
-                .separator("__")
-                .try_parsing(true),
-        )
-        .build()?
-        .try_deserialize()
+    let mut builder = Config::builder().add_source(Config::try_from(&T::default())?).add_source(
+        Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("_")
+            .separator("__")
+            .try_parsing(true),
+    );
+    for (name, path) in secret_files::<T>() {
+        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Message(format!("{name}_FILE: cannot read {path}: {e}")))?;
+        builder = builder.set_override(config_key(&name), text.trim_end_matches(['\n', '\r']).to_owned())?;
+    }
+    builder.build()?.try_deserialize()
+}
+
+/// `(APP_X__Y, path)` for every `APP_X__Y_FILE` in the environment that names a setting of `T`.
+fn secret_files<T: Serialize + Default>() -> Vec<(String, String)> {
+    let known = env_names::<T>();
+    std::env::vars()
+        .filter_map(|(k, v)| Some((k.strip_suffix("_FILE")?.to_owned(), v)))
+        .filter(|(k, _)| known.contains(k))
+        .collect()
+}
+
+/// The config key of an environment variable: `APP_AUTH__JWT__ISSUER` → `auth.jwt.issuer`.
+fn config_key(name: &str) -> String {
+    name.trim_start_matches(ENV_PREFIX).trim_start_matches('_').split("__").map(str::to_lowercase).collect::<Vec<_>>().join(".")
 }
 
 /// What every binary does first: loads its settings `T`, installs logging
@@ -68,6 +86,7 @@ pub fn unknown_env_vars<T: Serialize + Default>() -> Vec<String> {
     std::env::vars()
         .map(|(k, _)| k)
         .filter(|k| k.starts_with(&format!("{ENV_PREFIX}_")) && !known.contains(k))
+        .filter(|k| !k.strip_suffix("_FILE").is_some_and(|stem| known.iter().any(|n| n == stem)))
         .collect()
 }
 
@@ -98,5 +117,6 @@ mod tests {
     #[test]
     fn env_names_follow_the_tree() {
         assert_eq!(env_names::<Tree>(), vec!["APP_HTTP__HOST", "APP_HTTP__PORT", "APP_NAME"]);
+        assert_eq!(config_key("APP_HTTP__HOST"), "http.host");
     }
 }

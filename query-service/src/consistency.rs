@@ -43,13 +43,13 @@ pub struct Params {
 /// Parses the query string only when there is one: most reads have none,
 /// and deserialising an empty one still costs every request.
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Params {
-    type Rejection = axum::extract::rejection::QueryRejection;
+    type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
         if parts.uri.query().is_none() {
             return Ok(Self::default());
         }
-        axum::extract::Query::try_from_uri(&parts.uri).map(|axum::extract::Query(params)| params)
+        Ok(axum::extract::Query::try_from_uri(&parts.uri).map(|axum::extract::Query(params)| params)?)
     }
 }
 

@@ -28,6 +28,18 @@ impl ApiError {
     }
 }
 
+/// A query string that does not deserialise (a repeated parameter, a
+/// value of the wrong kind): 400 naming the parameter, as problem+json.
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::QueryRejection) -> Self {
+        let text = rejection.body_text();
+        let reason = text.trim_start_matches("Failed to deserialize query string: ").to_owned();
+        // serde names the parameter between backticks (`duplicate field `to``).
+        let field = reason.split('`').nth(1).filter(|f| !f.is_empty()).unwrap_or("query").to_owned();
+        ApiError::BadParameter { field, reason }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let detail = self.to_string();

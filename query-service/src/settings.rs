@@ -1,5 +1,6 @@
 //! Settings of the query-service; every field can be set as `APP_<SECTION>__<FIELD>`.
 
+use platform::auth::AuthSettings;
 use platform::db::DatabaseSettings;
 use platform::http::HttpSettings;
 use platform::kafka::KafkaSettings;
@@ -24,6 +25,8 @@ pub struct Settings {
     pub consistency: ConsistencySettings,
     /// Pagination of lists.
     pub pages: PageSettings,
+    /// Who may call the API (docs/security.md).
+    pub auth: AuthSettings,
     /// Logging.
     pub log: LogSettings,
 }
@@ -33,14 +36,18 @@ impl Default for Settings {
         let mut database = DatabaseSettings::default();
         // The projector owns the read-side schema; readers only read.
         database.migrate = false;
+        let mut http = HttpSettings::on_port(8082);
+        // An analyst's question may read much of the event store.
+        http.route_timeouts_ms = "GET /articles/{article}/stock/as-of=30000,GET /audit=30000".into();
         Self {
-            http: HttpSettings::on_port(8082),
+            http,
             database,
             redis: RedisSettings::default(),
             kafka: KafkaSettings::default(),
             cache: CacheSettings::default(),
             consistency: ConsistencySettings::default(),
             pages: PageSettings::default(),
+            auth: AuthSettings::default(),
             log: LogSettings::default(),
         }
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::{Json, Router};
+use platform::auth::{AuthLayer, AuthSettings, Authenticator, Rules};
 use platform::health;
 use platform::shutdown::CancellationToken;
 use tokio::net::TcpListener;
@@ -30,7 +31,8 @@ use crate::store::DocumentStore;
         title = "erp-stock query-service",
         description = "The read API of the stock back end: precomputed read models, served from memory, Redis or \
                        PostgreSQL. Answers carry an ETag (If-None-Match gives 304) and `X-Possibly-Stale: true` while \
-                       PostgreSQL is unreachable. Lists are keyset-paginated with opaque cursors. Errors are RFC 9457 \
+                       PostgreSQL is unreachable. Lists are keyset-paginated with opaque cursors. Every operation \
+                       needs an `Authorization: Bearer` credential with the role it lists. Errors are RFC 9457 \
                        problem+json."
     ),
     tags(
@@ -39,6 +41,7 @@ use crate::store::DocumentStore;
         (name = "charges", description = "Charges (lots) of an article"),
         (name = "categories", description = "Charges per category"),
         (name = "status", description = "Where the projection stands"),
+        (name = "audit", description = "Who did what: the event store's actors"),
     )
 )]
 #[derive(Debug)]
@@ -47,8 +50,9 @@ pub struct ApiDoc;
 /// Lists larger than this are compressed for clients that accept it.
 const COMPRESS_ABOVE: u16 = 1024;
 
-/// The API routes, without serving; tests call this directly.
-pub fn router(state: AppState) -> Router {
+/// The API routes, without serving; tests call this directly. `auth`:
+/// the authenticator, `None` when authentication is off.
+pub fn router(state: AppState, auth: Option<(Arc<Authenticator>, &AuthSettings)>) -> Router {
     let store = state.store.clone();
     let probe_store = store.clone();
     let readiness = health::readiness(move || {
@@ -76,6 +80,14 @@ pub fn router(state: AppState) -> Router {
     let mut openapi = openapi;
     openapi.paths.paths.extend(document_paths.paths.paths);
     platform::openapi::set_maximum(&mut openapi, "limit", u64::from(state.pages.max_limit));
+    platform::auth::rules::declare(&mut openapi);
+    let access = match auth {
+        Some((authenticator, settings)) => {
+            let rules = Rules::from_openapi(&openapi, &settings.public_paths).expect("every operation declares its roles");
+            AuthLayer::new(authenticator, rules)
+        }
+        None => AuthLayer::off(),
+    };
     lists
         .layer(compression)
         .merge(documents)
@@ -84,6 +96,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(move || async move { Json(openapi) }))
         .merge(health::router(readiness))
         .merge(metrics)
+        .layer(access)
 }
 
 /// A bound, not yet running query-service.
@@ -115,7 +128,16 @@ impl Application {
             pages: settings.pages.clone(),
             end_offsets: Arc::new(EndOffsets::new(&settings.kafka)),
         }));
-        let router = platform::http::with_common_layers(router(state.clone()), &settings.http);
+        let authenticator = if settings.auth.enabled {
+            let authenticator = Arc::new(Authenticator::new(state.store.pool().clone(), &settings.auth)?);
+            authenticator.listen_for_revocations(shutdown.clone());
+            Some(authenticator)
+        } else {
+            tracing::warn!("authentication is off (APP_AUTH__ENABLED=false): every request may do everything");
+            None
+        };
+        let auth = authenticator.map(|a| (a, &settings.auth));
+        let router = platform::http::with_common_layers(router(state.clone(), auth), &settings.http)?;
         let (listener, addr) = settings.http.bind().await?;
         tracing::info!(%addr, "query-service listening");
         let warmup = settings.cache.warmup_keys.split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_owned).collect();

@@ -16,6 +16,7 @@
 //! them (timed, in its own transaction). No axum, no rdkafka: the projector
 //! and the query-service both depend on this crate, it on neither.
 
+pub mod audit;
 pub mod generation;
 pub mod keys;
 pub mod tables;

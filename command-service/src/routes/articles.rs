@@ -67,7 +67,7 @@ pub(crate) fn article_id(raw: String) -> Result<ArticleId, ApiError> {
 }
 
 #[utoipa::path(
-    post, path = "/articles", tag = "articles", request_body = RegisterArticleRequest,
+    post, path = "/articles", tag = "articles", security(("bearer" = ["master-data"])), request_body = RegisterArticleRequest,
     responses(CommandResponses)
 )]
 async fn register(
@@ -88,7 +88,7 @@ pub struct RenameRequest {
 }
 
 #[utoipa::path(
-    put, path = "/articles/{article}/name", tag = "articles", params(super::ArticlePath), request_body = RenameRequest,
+    put, path = "/articles/{article}/name", tag = "articles", security(("bearer" = ["master-data"])), params(super::ArticlePath), request_body = RenameRequest,
     responses(CommandResponses)
 )]
 async fn rename(
@@ -111,7 +111,7 @@ pub struct CategoryRequest {
 }
 
 #[utoipa::path(
-    put, path = "/articles/{article}/category", tag = "articles", params(super::ArticlePath), request_body = CategoryRequest,
+    put, path = "/articles/{article}/category", tag = "articles", security(("bearer" = ["master-data"])), params(super::ArticlePath), request_body = CategoryRequest,
     responses(CommandResponses)
 )]
 async fn change_category(
@@ -136,7 +136,7 @@ pub struct ReorderPointRequest {
 }
 
 #[utoipa::path(
-    put, path = "/articles/{article}/reorder-point", tag = "articles", params(super::ArticlePath), request_body = ReorderPointRequest,
+    put, path = "/articles/{article}/reorder-point", tag = "articles", security(("bearer" = ["master-data"])), params(super::ArticlePath), request_body = ReorderPointRequest,
     responses(CommandResponses)
 )]
 async fn set_reorder_point(
@@ -151,7 +151,7 @@ async fn set_reorder_point(
 }
 
 #[utoipa::path(
-    post, path = "/articles/{article}/discontinue", tag = "articles", params(super::ArticlePath),
+    post, path = "/articles/{article}/discontinue", tag = "articles", security(("bearer" = ["master-data"])), params(super::ArticlePath),
     responses(CommandResponses)
 )]
 async fn discontinue(

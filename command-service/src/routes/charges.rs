@@ -39,7 +39,7 @@ pub struct RegisterChargeRequest {
 }
 
 #[utoipa::path(
-    post, path = "/articles/{article}/charges", tag = "charges", params(super::ArticlePath), request_body = RegisterChargeRequest,
+    post, path = "/articles/{article}/charges", tag = "charges", security(("bearer" = ["master-data"])), params(super::ArticlePath), request_body = RegisterChargeRequest,
     responses(CommandResponses)
 )]
 async fn register(
@@ -84,7 +84,7 @@ pub struct MeasurementRequest {
 }
 
 #[utoipa::path(
-    post, path = "/articles/{article}/charges/{charge}/quality-results", tag = "charges", params(super::ChargePath), request_body = QualityResultRequest,
+    post, path = "/articles/{article}/charges/{charge}/quality-results", tag = "charges", security(("bearer" = ["master-data"])), params(super::ChargePath), request_body = QualityResultRequest,
     responses(CommandResponses)
 )]
 async fn record_quality(
@@ -125,7 +125,7 @@ pub struct BlockRequest {
 }
 
 #[utoipa::path(
-    post, path = "/articles/{article}/charges/{charge}/block", tag = "charges", params(super::ChargePath), request_body = BlockRequest,
+    post, path = "/articles/{article}/charges/{charge}/block", tag = "charges", security(("bearer" = ["master-data"])), params(super::ChargePath), request_body = BlockRequest,
     responses(CommandResponses)
 )]
 async fn block(
@@ -140,7 +140,7 @@ async fn block(
 }
 
 #[utoipa::path(
-    post, path = "/articles/{article}/charges/{charge}/release", tag = "charges", params(super::ChargePath),
+    post, path = "/articles/{article}/charges/{charge}/release", tag = "charges", security(("bearer" = ["master-data"])), params(super::ChargePath),
     responses(CommandResponses)
 )]
 async fn release(

@@ -8,6 +8,7 @@ pub mod reservations;
 pub mod stock;
 
 use std::fmt::Display;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{FromRequest, FromRequestParts};
@@ -15,7 +16,8 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use events::{Command, CommandMeta};
+use events::{Command, CommandMeta, Scope, WarehouseId};
+use platform::auth::Principal;
 use platform::http::{CORRELATION_ID, REQUEST_ID};
 use platform::problem::Problem;
 use uuid::Uuid;
@@ -58,6 +60,9 @@ pub enum CommandResponses {
     #[response(status = 503, content_type = "application/problem+json")]
     Unavailable(Problem),
 }
+// 401, 403 (a role, or a warehouse outside the credential's scope: rule
+// `warehouse-not-permitted`) and 429 are declared for every secured
+// operation by `platform::auth::rules::declare`.
 
 pub use platform::openapi::{domain, nullable};
 
@@ -118,29 +123,42 @@ pub mod whole {
     }
 }
 
-/// Header naming who sends a command; `anonymous` when absent.
-pub const ACTOR: &str = "x-actor";
-
 /// What a handler needs of a request besides its body: the headers (for the
-/// provenance of the command) and the idempotency key the middleware accepted.
+/// provenance of the command), the idempotency key the middleware accepted
+/// and the principal the authentication layer verified.
 #[derive(Debug)]
 pub struct CommandContext {
     pub headers: HeaderMap,
     pub key: Option<IdempotencyKey>,
+    pub principal: Arc<Principal>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
-    type Rejection = std::convert::Infallible;
+    type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self { headers: parts.headers.clone(), key: parts.extensions.get::<IdempotencyKey>().cloned() })
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        // The layer puts a principal on every request it lets through.
+        let principal = parts.extensions.get::<Arc<Principal>>().cloned().ok_or_else(|| {
+            ApiError::Internal(anyhow::anyhow!("no principal on the request: the authentication layer is missing"))
+        })?;
+        Ok(Self { headers: parts.headers.clone(), key: parts.extensions.get::<IdempotencyKey>().cloned(), principal })
     }
 }
 
-/// The provenance of a command, from the request's headers. A request with an
-/// idempotency key gets a command id derived from it, so a retry's events get
-/// the same ids.
-pub fn command_meta(headers: &HeaderMap, key: Option<&IdempotencyKey>) -> CommandMeta {
+impl CommandContext {
+    /// The warehouses the principal may act in.
+    pub fn scope(&self) -> Result<Scope, ApiError> {
+        let Some(warehouses) = &self.principal.warehouses else { return Ok(Scope::Everywhere) };
+        // A credential's warehouse that is no valid id matches no warehouse.
+        Ok(Scope::Only(warehouses.iter().filter_map(|w| WarehouseId::parse(w).ok()).collect()))
+    }
+}
+
+/// The provenance of a command: its actor is the verified principal (an
+/// `X-Actor` header is ignored: the audit trail records who authenticated,
+/// not who a client claims to be). A request with an idempotency key gets a
+/// command id derived from it, so a retry's events get the same ids.
+pub fn command_meta(headers: &HeaderMap, key: Option<&IdempotencyKey>, principal: &Principal) -> CommandMeta {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
     let command_id = key.map_or_else(Uuid::new_v4, IdempotencyKey::command_id);
     let request_id = header(REQUEST_ID.as_str()).map(str::to_owned);
@@ -150,7 +168,7 @@ pub fn command_meta(headers: &HeaderMap, key: Option<&IdempotencyKey>) -> Comman
             .map(str::to_owned)
             .or(request_id)
             .unwrap_or_else(|| command_id.to_string()),
-        actor: header(ACTOR).unwrap_or("anonymous").to_owned(),
+        actor: principal.actor(),
         // Kept to the microsecond, the precision every store of events has.
         recorded_at: chrono::SubsecRound::trunc_subsecs(Utc::now(), 6),
     }
@@ -204,8 +222,8 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// Executes a command: 201 when it appended events, 200 when it changed
 /// nothing, or the recorded response of an earlier request with the same key.
 pub async fn execute(state: &AppState, ctx: &CommandContext, command: Command) -> Result<Response, ApiError> {
-    let meta = command_meta(&ctx.headers, ctx.key.as_ref());
-    match state.executor.execute(command, meta, ctx.key.as_ref()).await? {
+    let meta = command_meta(&ctx.headers, ctx.key.as_ref(), &ctx.principal);
+    match state.executor.execute(command, meta, ctx.key.as_ref(), ctx.scope()?).await? {
         Outcome::Accepted(accepted) => {
             let status = StatusCode::from_u16(accepted.status()).expect("a valid status");
             Ok((status, Json(accepted)).into_response())

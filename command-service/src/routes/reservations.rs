@@ -37,7 +37,7 @@ pub struct ReserveRequest {
 }
 
 #[utoipa::path(
-    post, path = "/articles/{article}/reservations", tag = "reservations", params(super::ArticlePath), request_body = ReserveRequest,
+    post, path = "/articles/{article}/reservations", tag = "reservations", security(("bearer" = ["writer"])), params(super::ArticlePath), request_body = ReserveRequest,
     responses(CommandResponses)
 )]
 async fn reserve(
@@ -88,7 +88,7 @@ pub struct ConsumeRequest {
 }
 
 #[utoipa::path(
-    post, path = "/articles/{article}/reservations/{reservation}/release", tag = "reservations", params(super::ReservationPath), request_body = ReleaseRequest,
+    post, path = "/articles/{article}/reservations/{reservation}/release", tag = "reservations", security(("bearer" = ["writer"])), params(super::ReservationPath), request_body = ReleaseRequest,
     responses(CommandResponses)
 )]
 async fn release(
@@ -104,7 +104,7 @@ async fn release(
 }
 
 #[utoipa::path(
-    post, path = "/articles/{article}/reservations/{reservation}/consume", tag = "reservations", params(super::ReservationPath), request_body = ConsumeRequest,
+    post, path = "/articles/{article}/reservations/{reservation}/consume", tag = "reservations", security(("bearer" = ["writer"])), params(super::ReservationPath), request_body = ConsumeRequest,
     responses(CommandResponses)
 )]
 async fn consume(

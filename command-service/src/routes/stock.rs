@@ -60,7 +60,7 @@ impl TryFrom<MovementRequest> for Movement {
 }
 
 #[utoipa::path(
-    post, path = "/stock/receipts", tag = "stock", request_body = MovementRequest,
+    post, path = "/stock/receipts", tag = "stock", security(("bearer" = ["writer"])), request_body = MovementRequest,
     responses(CommandResponses)
 )]
 async fn receipt(
@@ -80,7 +80,7 @@ async fn receipt(
 }
 
 #[utoipa::path(
-    post, path = "/stock/issues", tag = "stock", request_body = MovementRequest,
+    post, path = "/stock/issues", tag = "stock", security(("bearer" = ["writer"])), request_body = MovementRequest,
     responses(CommandResponses)
 )]
 async fn issue(
@@ -132,7 +132,7 @@ impl TryFrom<TransferRequest> for TransferStock {
 }
 
 #[utoipa::path(
-    post, path = "/stock/transfers", tag = "stock", request_body = TransferRequest,
+    post, path = "/stock/transfers", tag = "stock", security(("bearer" = ["writer"])), request_body = TransferRequest,
     responses(CommandResponses)
 )]
 async fn transfer(
@@ -174,7 +174,7 @@ impl TryFrom<CountRequest> for CountInventory {
 }
 
 #[utoipa::path(
-    post, path = "/stock/inventory-counts", tag = "stock", request_body = CountRequest,
+    post, path = "/stock/inventory-counts", tag = "stock", security(("bearer" = ["writer"])), request_body = CountRequest,
     responses(CommandResponses)
 )]
 async fn count(

@@ -1,6 +1,6 @@
 //! Articles: the stock of one article, the catalogue, the low-stock list.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::Response;
 use events::{ArticleId, Category};
 use readmodel::keys;
@@ -14,6 +14,7 @@ use super::{no_fresh, page_body, param, serve, tags, ReadHeaders};
 use crate::cache::{Entry, FetchError};
 use crate::consistency;
 use crate::cursor::{Page, PageParams, encode};
+use super::params::QueryString;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -37,7 +38,7 @@ pub fn article_tag(article: &ArticleId) -> String {
 /// stored document, returned byte for byte; its ETag is the article stream's
 /// sequence.
 #[utoipa::path(
-    get, path = "/articles/{article}/stock", tag = "stock",
+    get, path = "/articles/{article}/stock", tag = "stock", security(("bearer" = ["reader"])),
     params(super::params::ArticlePath, super::params::ConsistencyQuery),
     responses(
         (status = 200, description = "The stock document"),
@@ -78,7 +79,7 @@ pub struct CatalogueParams {
 /// The article catalogue, by name (case-insensitive), optionally of one
 /// category and with a name prefix; keyset-paginated.
 #[utoipa::path(
-    get, path = "/articles", tag = "catalogue", params(super::params::CatalogueQuery, super::params::PageQuery),
+    get, path = "/articles", tag = "catalogue", security(("bearer" = ["reader"])), params(super::params::CatalogueQuery, super::params::PageQuery),
     responses(
         (status = 200, description = "A page of articles: `{items, next_cursor}`"),
         (status = 400, description = "A malformed parameter, named in `field`"),
@@ -88,7 +89,7 @@ pub struct CatalogueParams {
 async fn catalogue(
     State(state): State<AppState>,
     headers: ReadHeaders,
-    Query(params): Query<CatalogueParams>,
+    QueryString(params): QueryString<CatalogueParams>,
 ) -> Result<Response, ApiError> {
     let category = params.category.map(|c| param("category", Category::parse(c))).transpose()?;
     if params.name_prefix.as_ref().is_some_and(|p| p.chars().count() > events::MAX_TEXT_LEN) {
@@ -116,7 +117,7 @@ async fn catalogue(
 /// Articles whose available stock is below their reorder point (not
 /// discontinued ones), by article id; keyset-paginated.
 #[utoipa::path(
-    get, path = "/low-stock", tag = "stock", params(super::params::PageQuery),
+    get, path = "/low-stock", tag = "stock", security(("bearer" = ["reader"])), params(super::params::PageQuery),
     responses(
         (status = 200, description = "A page of articles below their reorder point: `{items, next_cursor}`"),
         (status = 400, description = "A malformed parameter, named in `field`"),
@@ -126,7 +127,7 @@ async fn catalogue(
 async fn low_stock(
     State(state): State<AppState>,
     headers: ReadHeaders,
-    Query(params): Query<PageParams>,
+    QueryString(params): QueryString<PageParams>,
 ) -> Result<Response, ApiError> {
     let page = Page::parse(&params, "low-stock", &state.pages)?;
     let key = keys::list("low-stock", &[Some(&page.key_part())]);
@@ -175,7 +176,7 @@ struct AsOfCharge {
 /// posted at or before it (backdated movements count by their posting time).
 /// Answered from the movement history, without replaying events.
 #[utoipa::path(
-    get, path = "/articles/{article}/stock/as-of", tag = "stock",
+    get, path = "/articles/{article}/stock/as-of", tag = "stock", security(("bearer" = ["analyst"])),
     params(super::params::ArticlePath, super::params::AsOfQuery),
     responses(
         (status = 200, description = "`{article, at, on_hand, warehouses, charges}`, the shape of `erp-replay stock-as-of`"),
@@ -188,7 +189,7 @@ async fn stock_as_of(
     State(state): State<AppState>,
     Path(article): Path<String>,
     headers: ReadHeaders,
-    Query(params): Query<AsOfParams>,
+    QueryString(params): QueryString<AsOfParams>,
 ) -> Result<Response, ApiError> {
     let article = param("article", ArticleId::parse(article))?;
     let raw = params.at.ok_or_else(|| ApiError::bad("at", "is required: an RFC 3339 time or a date"))?;

@@ -2,7 +2,7 @@
 //! the summary as a stored document, and the charges, newest production date
 //! first.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::Response;
 use chrono::NaiveDate;
 use events::Category;
@@ -15,6 +15,7 @@ use utoipa_axum::routes;
 use super::{no_fresh, page_body, param, serve, tags, ReadHeaders};
 use crate::cache::{Entry, FetchError};
 use crate::cursor::{Page, PageParams, encode};
+use super::params::QueryString;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -32,7 +33,7 @@ pub fn lists() -> OpenApiRouter<AppState> {
 /// and their stock on hand. The stored document; its ETag counts the events
 /// that changed it.
 #[utoipa::path(
-    get, path = "/categories/{category}", tag = "categories",
+    get, path = "/categories/{category}", tag = "categories", security(("bearer" = ["reader"])),
     params(super::params::CategoryPath),
     responses(
         (status = 200, description = "`{category, version, charges, charges_in_stock, on_hand, blocked}`"),
@@ -57,7 +58,7 @@ async fn category_summary(
 
 /// The charges of a category, newest production date first; keyset-paginated.
 #[utoipa::path(
-    get, path = "/categories/{category}/charges", tag = "categories",
+    get, path = "/categories/{category}/charges", tag = "categories", security(("bearer" = ["reader"])),
     params(super::params::CategoryPath, super::params::PageQuery),
     responses(
         (status = 200, description = "A page of charges: `{items, next_cursor}`"),
@@ -70,7 +71,7 @@ async fn category_charges(
     State(state): State<AppState>,
     Path(category): Path<String>,
     headers: ReadHeaders,
-    Query(params): Query<PageParams>,
+    QueryString(params): QueryString<PageParams>,
 ) -> Result<Response, ApiError> {
     let category = param("category", Category::parse(category))?;
     let page = Page::parse(&params, "category-charges", &state.pages)?;

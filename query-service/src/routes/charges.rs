@@ -2,7 +2,7 @@
 //! its stock per warehouse and open reservations, and its movement history
 //! with running balances.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::Response;
 use chrono::{DateTime, NaiveDate, Utc};
 use events::{ArticleId, ChargeNo, WarehouseId};
@@ -18,6 +18,7 @@ use super::{no_fresh, page_body, param, serve, tags, ReadHeaders};
 use crate::cache::{Entry, FetchError};
 use crate::consistency;
 use crate::cursor::{Page, PageParams, encode};
+use super::params::QueryString;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -27,7 +28,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// The charges of an article, newest production date first; keyset-paginated.
 #[utoipa::path(
-    get, path = "/articles/{article}/charges", tag = "charges",
+    get, path = "/articles/{article}/charges", tag = "charges", security(("bearer" = ["reader"])),
     params(super::params::ArticlePath, super::params::PageQuery),
     responses(
         (status = 200, description = "A page of charges: `{items, next_cursor}`"),
@@ -40,7 +41,7 @@ async fn article_charges(
     State(state): State<AppState>,
     Path(article): Path<String>,
     headers: ReadHeaders,
-    Query(params): Query<PageParams>,
+    QueryString(params): QueryString<PageParams>,
 ) -> Result<Response, ApiError> {
     let article = param("article", ArticleId::parse(article))?;
     let page = Page::parse(&params, "article-charges", &state.pages)?;
@@ -78,7 +79,7 @@ async fn load_detail(state: &AppState, article: &ArticleId, charge: &ChargeNo) -
 /// One charge: dates, quality status, quality hold, stock per warehouse and
 /// its open reservations.
 #[utoipa::path(
-    get, path = "/articles/{article}/charges/{charge}", tag = "charges",
+    get, path = "/articles/{article}/charges/{charge}", tag = "charges", security(("bearer" = ["reader"])),
     params(super::params::ChargePath, super::params::ConsistencyQuery),
     responses(
         (status = 200, description = "The charge"),
@@ -119,7 +120,7 @@ pub struct MovementParams {
 /// balance of the charge in its warehouse right after it (kept right when a
 /// movement is backdated before it); keyset-paginated.
 #[utoipa::path(
-    get, path = "/articles/{article}/charges/{charge}/movements", tag = "charges",
+    get, path = "/articles/{article}/charges/{charge}/movements", tag = "charges", security(("bearer" = ["reader"])),
     params(super::params::ChargePath, super::params::MovementQuery, super::params::PageQuery),
     responses(
         (status = 200, description = "A page of movements: `{items, next_cursor}`"),
@@ -132,7 +133,7 @@ async fn movements(
     State(state): State<AppState>,
     Path((article, charge)): Path<(String, String)>,
     headers: ReadHeaders,
-    Query(params): Query<MovementParams>,
+    QueryString(params): QueryString<MovementParams>,
 ) -> Result<Response, ApiError> {
     let article = param("article", ArticleId::parse(article))?;
     let charge = param("charge", ChargeNo::parse(charge))?;

@@ -4,6 +4,7 @@
 //! caches.
 
 pub mod articles;
+pub mod audit;
 pub mod categories;
 pub mod charges;
 pub mod params;
@@ -32,6 +33,7 @@ pub fn lists() -> OpenApiRouter<AppState> {
         .merge(categories::lists())
         .merge(charges::router())
         .merge(status::router())
+        .merge(audit::router())
 }
 
 /// Clients may reuse an answer for a few seconds, then must revalidate (cheap: 304).

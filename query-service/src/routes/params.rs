@@ -7,6 +7,23 @@
 
 use std::borrow::Cow;
 
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// The query string as `T`; one that does not deserialise is a 400
+/// problem naming the parameter (axum's `Query` answers in plain text).
+#[derive(Debug)]
+pub struct QueryString<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for QueryString<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, ApiError> {
+        Ok(Self(axum::extract::Query::try_from_uri(&parts.uri)?.0))
+    }
+}
+
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 
 /// A consistency token, `article:{id}@{sequence}` ([`crate::consistency::Token`]).
@@ -64,6 +81,20 @@ impl JsonSchema for MomentValue {
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({ "type": "string", "format": "date-time" })
+    }
+}
+
+/// A free-text filter value (an actor, a correlation id).
+#[derive(Debug)]
+pub struct ActorValue;
+
+impl JsonSchema for ActorValue {
+    fn schema_name() -> Cow<'static, str> {
+        "FilterText".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "minLength": 1, "maxLength": 200 })
     }
 }
 

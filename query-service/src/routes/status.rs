@@ -60,7 +60,7 @@ pub struct Status {
 /// seconds, which projector instance applies each partition (and which
 /// partitions nobody applies), halted streams and parked records.
 #[utoipa::path(
-    get, path = "/projection/status", tag = "status",
+    get, path = "/projection/status", tag = "status", security(("bearer" = ["reader"])),
     responses(
         (status = 200, description = "The projection's status"),
         (status = 503, description = "PostgreSQL unavailable"),
