@@ -12,9 +12,13 @@
 //! INSERTs (autocommit) into a one-column table of the same database, each on
 //! a connection of its own (as pgbench does: the raw commit rate).
 //!
+//! Two instances run on the same database: one with authentication off and
+//! one that requires an API key (sent by every request, so each one is
+//! checked against the cached key), to show what authentication costs.
+//!
 //! The machine is shared and noisy, so each line is measured in rounds that
-//! alternate service and baseline; the figures are the medians of the rounds,
-//! and the ratio is the median of the rounds' ratios.
+//! alternate the instances and the baseline; the figures are the medians of
+//! the rounds, and the ratios are the medians of the rounds' ratios.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -44,92 +48,120 @@ pub(crate) async fn run(plan: Plan, levels: &[usize], relays: &[bool]) -> anyhow
         plan.rounds
     );
     println!("baseline: single-row INSERT ... commit (autocommit) on the same PostgreSQL, same clients, a connection each\n");
-    println!("| relay | clients | commands/s | p50 | p99 | INSERT commits/s | p50 | p99 | ratio (median of rounds) |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| relay | auth | clients | commands/s | p50 | p99 | INSERT commits/s | p50 | p99 | ratio (median of rounds) | API key / no auth |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &relay in relays {
         one_configuration(plan, levels, relay).await?;
     }
     Ok(())
 }
 
-async fn one_configuration(plan: Plan, levels: &[usize], relay: bool) -> anyhow::Result<()> {
-    let env = TestEnv::new(4).await?;
+/// Starts a command-service on `env`'s database; `relay` and `auth` on or off.
+async fn command_service(env: &TestEnv, relay: bool, auth: bool) -> anyhow::Result<(tokio::process::Child, String)> {
     let port = testkit::free_port();
     let exe = std::env::current_exe()?.with_file_name("command-service");
     anyhow::ensure!(exe.exists(), "{} is missing: build with `cargo build --release -p command-service`", exe.display());
-    let mut service = tokio::process::Command::new(&exe)
+    let service = tokio::process::Command::new(&exe)
         .env("APP_HTTP__PORT", port.to_string())
         .env("APP_DATABASE__URL", &env.database.url)
         .env("APP_KAFKA__BROKERS", &env.kafka.brokers)
         .env("APP_KAFKA__EVENTS_TOPIC", &env.kafka.events_topic)
         .env("APP_LOG__FILTER", "warn")
         .env("APP_RELAY__ENABLED", relay.to_string())
+        .env("APP_AUTH__ENABLED", auth.to_string())
+        // The limiter is checked on every request, as in production, at a
+        // rate no run reaches.
+        .env("APP_AUTH__RATE_LIMITS", "writer=1000000,master-data=1000000")
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
     let base = format!("http://127.0.0.1:{port}");
     testkit::wait_ready(&base, Duration::from_secs(30)).await?;
+    Ok((service, base))
+}
+
+async fn one_configuration(plan: Plan, levels: &[usize], relay: bool) -> anyhow::Result<()> {
+    let env = TestEnv::new(4).await?;
+    // The first instance migrates; the second starts on a migrated database.
+    let (open_service, open) = command_service(&env, relay, false).await?;
+    let (keyed_service, keyed) = command_service(&env, relay, true).await?;
+    let pool = env.pool().await?;
+    let new = platform::auth::keys::NewKey { name: "bench".into(), roles: vec!["writer".into()], warehouses: vec![], expires_at: None };
+    let (key, _) = platform::auth::keys::create(&pool, &new).await?;
 
     let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
     eprintln!("relay {}: setting up {} articles ...", on_off(relay), plan.articles);
     for a in 0..plan.articles {
         let article = format!("B-{a}");
         let r = http
-            .post(format!("{base}/articles"))
+            .post(format!("{open}/articles"))
             .json(&json!({ "article": article, "name": "bench", "category": "bench", "unit": {"code": "pcs"} }))
             .send()
             .await?;
         anyhow::ensure!(r.status() == 201, "register: {}", r.status());
         let r = http
-            .post(format!("{base}/articles/{article}/charges"))
+            .post(format!("{open}/articles/{article}/charges"))
             .json(&json!({ "charge": "L1", "production_date": "2026-11-01" }))
             .send()
             .await?;
         anyhow::ensure!(r.status() == 201, "charge: {}", r.status());
     }
-    let pool = env.pool().await?;
     sqlx::query("create table bench_baseline (id bigint generated always as identity primary key, v bigint not null)")
         .execute(&pool)
         .await?;
 
-    let script = format!(
-        "local i = 0\n\
-         request = function()\n\
-         \x20 i = i + 1\n\
-         \x20 local body = '{{\"article\":\"B-' .. ((i * 7919) % {articles}) .. '\",\"charge\":\"L1\",\"warehouse\":\"WH\",\"quantity\":1}}'\n\
-         \x20 return wrk.format(\"POST\", \"/stock/receipts\", {{[\"content-type\"] = \"application/json\"}}, body)\n\
-         end\n",
-        articles = plan.articles
-    );
+    let script = |authorization: &str| {
+        format!(
+            "local i = 0\n\
+             request = function()\n\
+             \x20 i = i + 1\n\
+             \x20 local body = '{{\"article\":\"B-' .. ((i * 7919) % {articles}) .. '\",\"charge\":\"L1\",\"warehouse\":\"WH\",\"quantity\":1}}'\n\
+             \x20 return wrk.format(\"POST\", \"/stock/receipts\", {{[\"content-type\"] = \"application/json\"{authorization}}}, body)\n\
+             end\n",
+            articles = plan.articles
+        )
+    };
+    let open_script = script("");
+    let keyed_script = script(&format!(", [\"authorization\"] = \"Bearer {key}\""));
     for &clients in levels {
-        let mut services = Vec::new();
-        let mut baselines = Vec::new();
+        let (mut opens, mut keyeds, mut baselines) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..plan.rounds {
             eprintln!("relay {}, {clients} clients, round {} ...", on_off(relay), round + 1);
-            services.push(crate::wrk::run(&base, &script, plan.duration.as_secs(), clients, Placement::Anywhere).await?);
-            if relay {
-                // The relay's backlog would compete with the baseline: let it drain first.
-                drained(&pool).await?;
+            for (base, script, loads) in [(&open, &open_script, &mut opens), (&keyed, &keyed_script, &mut keyeds)] {
+                loads.push(crate::wrk::run(base, script, plan.duration.as_secs(), clients, Placement::Anywhere).await?);
+                if relay {
+                    // The relay's backlog would compete with what comes next: let it drain first.
+                    drained(&pool).await?;
+                }
             }
             baselines.push(baseline(&env.database.url, clients, plan.duration).await?);
         }
-        let ratios: Vec<f64> = services.iter().zip(&baselines).map(|(s, b)| s.per_second / b.per_second).collect();
-        let (s, b) = (median_load(&services), median_load(&baselines));
-        println!(
-            "| {} | {clients} | {:.0} | {:.2} ms | {:.2} ms | {:.0} | {:.2} ms | {:.2} ms | {:.2}x ({}) |",
-            on_off(relay),
-            s.per_second,
-            s.p50,
-            s.p99,
-            b.per_second,
-            b.p50,
-            b.p99,
-            median(ratios.clone()),
-            ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", ")
-        );
+        let b = median_load(&baselines);
+        let auth_ratios: Vec<f64> = keyeds.iter().zip(&opens).map(|(k, o)| k.per_second / o.per_second).collect();
+        for (auth, services) in [("off", &opens), ("API key", &keyeds)] {
+            let ratios: Vec<f64> = services.iter().zip(&baselines).map(|(s, b)| s.per_second / b.per_second).collect();
+            let s = median_load(services);
+            let versus_open = if auth == "off" { "".to_owned() } else { format!("{:.2}x ({})", median(auth_ratios.clone()), list(&auth_ratios)) };
+            println!(
+                "| {} | {auth} | {clients} | {:.0} | {:.2} ms | {:.2} ms | {:.0} | {:.2} ms | {:.2} ms | {:.2}x ({}) | {versus_open} |",
+                on_off(relay),
+                s.per_second,
+                s.p50,
+                s.p99,
+                b.per_second,
+                b.p50,
+                b.p99,
+                median(ratios.clone()),
+                list(&ratios),
+            );
+        }
     }
-    service.kill().await?;
+    drop((open_service, keyed_service));
     Ok(())
+}
+
+fn list(ratios: &[f64]) -> String {
+    ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", ")
 }
 
 fn on_off(relay: bool) -> &'static str {

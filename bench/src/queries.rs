@@ -139,25 +139,33 @@ fn spawn_pinned(program: &std::path::Path, args: &[String], env: &[(&str, String
     Ok(command.stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true).spawn()?)
 }
 
-/// Runs wrk pinned to core 1 against `base` for `seconds`, cycling over the articles.
-async fn wrk(base: &str, articles: usize, hot: usize, seconds: u64, connections: usize) -> anyhow::Result<Load> {
+/// Runs wrk pinned to core 1 against `base` for `seconds`, cycling over
+/// the articles; with `key`, every request carries it.
+async fn wrk(base: &str, articles: usize, hot: usize, seconds: u64, connections: usize, key: Option<&str>) -> anyhow::Result<Load> {
+    let headers = key.map(|k| format!("{{[\"authorization\"] = \"Bearer {k}\"}}")).unwrap_or_else(|| "nil".into());
     let script = format!(
-        "local i = 0\nrequest = function()\n  i = (i + 1) % {hot}\n  return wrk.format(\"GET\", \"/articles/B-\" .. (i * {stride} % {articles}) .. \"/stock\")\nend\n",
+        "local i = 0\nlocal headers = {headers}\nrequest = function()\n  i = (i + 1) % {hot}\n  return wrk.format(\"GET\", \"/articles/B-\" .. (i * {stride} % {articles}) .. \"/stock\", headers)\nend\n",
         stride = 7919,
     );
     crate::wrk::run(base, &script, seconds, connections, Placement::Core(1)).await
 }
 
-async fn wait_for(base: &str) -> anyhow::Result<()> {
+async fn wait_for(base: &str, key: Option<&str>) -> anyhow::Result<()> {
     let url = format!("{base}/articles/B-0/stock");
+    let http = reqwest::Client::new();
     testkit::eventually(Duration::from_secs(30), &url, || async {
-        reqwest::get(&url).await.ok().filter(|r| r.status().is_success()).map(|_| ())
+        let mut request = http.get(&url);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        request.send().await.ok().filter(|r| r.status().is_success()).map(|_| ())
     })
     .await
 }
 
-/// Starts a query-service pinned to core 0 serving from `tiers` and waits until it answers.
-async fn query_service(env: &TestEnv, exe: &std::path::Path, tiers: &str) -> anyhow::Result<(tokio::process::Child, String)> {
+/// Starts a query-service pinned to core 0 serving from `tiers` and waits
+/// until it answers; with `key`, authentication is on and `key` is valid.
+async fn query_service(env: &TestEnv, exe: &std::path::Path, tiers: &str, key: Option<&str>) -> anyhow::Result<(tokio::process::Child, String)> {
     let port = testkit::free_port();
     let settings = [
         ("APP_HTTP__PORT", port.to_string()),
@@ -166,10 +174,13 @@ async fn query_service(env: &TestEnv, exe: &std::path::Path, tiers: &str) -> any
         ("APP_REDIS__KEY_PREFIX", env.redis.key_prefix.clone()),
         ("APP_KAFKA__BROKERS", env.kafka.brokers.clone()),
         ("APP_CACHE__TIERS", tiers.to_owned()),
+        ("APP_AUTH__ENABLED", key.is_some().to_string()),
+        // Checked on every request, at a rate no run reaches.
+        ("APP_AUTH__RATE_LIMITS", "reader=1000000".to_owned()),
     ];
     let service = spawn_pinned(exe, &[], &settings)?;
     let base = format!("http://127.0.0.1:{port}");
-    wait_for(&base).await?;
+    wait_for(&base, key).await?;
     Ok((service, base))
 }
 
@@ -203,40 +214,47 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
     std::fs::write(&body_file, &body)?;
     let bare = spawn_pinned(&exe, &["serve-bare".into(), port.to_string(), body_file.display().to_string()], &[])?;
     let bare_base = format!("http://127.0.0.1:{port}");
-    wait_for(&bare_base).await?;
-    let (memory, memory_base) = query_service(&env, &query_service_exe, "memory,redis,postgres").await?;
+    wait_for(&bare_base, None).await?;
+    let (memory, memory_base) = query_service(&env, &query_service_exe, "memory,redis,postgres", None).await?;
+    let new = platform::auth::keys::NewKey { name: "bench".into(), roles: vec!["reader".into()], warehouses: vec![], expires_at: None };
+    let (key, _) = platform::auth::keys::create(&pool, &new).await?;
+    let (keyed, keyed_base) = query_service(&env, &query_service_exe, "memory,redis,postgres", Some(&key)).await?;
     let sum_port = testkit::free_port();
     let sum = spawn_pinned(&exe, &["serve-sum".into(), sum_port.to_string(), env.database.url.clone()], &[])?;
     let sum_base = format!("http://127.0.0.1:{sum_port}");
-    wait_for(&sum_base).await?;
+    wait_for(&sum_base, None).await?;
     // Warm the memory tier and the SUM's pool (short runs the figures do not include).
-    wrk(&memory_base, articles, hot, 2, connections).await?;
-    wrk(&sum_base, articles, hot, 2, connections).await?;
-    let (mut bares, mut memories, mut sums) = (Vec::new(), Vec::new(), Vec::new());
+    wrk(&memory_base, articles, hot, 2, connections, None).await?;
+    wrk(&sum_base, articles, hot, 2, connections, None).await?;
+    wrk(&keyed_base, articles, hot, 2, connections, Some(&key)).await?;
+    let (mut bares, mut memories, mut keyeds, mut sums) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         eprintln!("bare handler, round {} ...", round + 1);
-        bares.push(wrk(&bare_base, articles, hot, seconds, connections).await?);
+        bares.push(wrk(&bare_base, articles, hot, seconds, connections, None).await?);
         eprintln!("query-service, memory hits, round {} ...", round + 1);
-        memories.push(wrk(&memory_base, articles, hot, seconds, connections).await?);
+        memories.push(wrk(&memory_base, articles, hot, seconds, connections, None).await?);
+        eprintln!("query-service, memory hits with an API key, round {} ...", round + 1);
+        keyeds.push(wrk(&keyed_base, articles, hot, seconds, connections, Some(&key)).await?);
         eprintln!("SUM per request, round {} ...", round + 1);
-        sums.push(wrk(&sum_base, articles, hot, seconds, connections).await?);
+        sums.push(wrk(&sum_base, articles, hot, seconds, connections, None).await?);
     }
     lines.push(("bare axum handler, same bytes", median_load(&bares)));
     lines.push(("query-service, memory hits", median_load(&memories)));
+    lines.push(("query-service, memory hits, API key checked per request", median_load(&keyeds)));
     eprintln!("memory hits, one request at a time ...");
-    let memory_alone = wrk(&memory_base, articles, hot, seconds, 1).await?;
+    let memory_alone = wrk(&memory_base, articles, hot, seconds, 1, None).await?;
     eprintln!("SUM per request, one request at a time ...");
-    let sum_alone = wrk(&sum_base, articles, hot, seconds, 1).await?;
-    drop((bare, memory, sum));
+    let sum_alone = wrk(&sum_base, articles, hot, seconds, 1, None).await?;
+    drop((bare, memory, keyed, sum));
 
     for (name, tiers) in [
         ("query-service, Redis hits (no memory tier)", "redis,postgres"),
         ("query-service, PostgreSQL hits (no memory, no Redis)", "postgres"),
     ] {
-        let (service, base) = query_service(&env, &query_service_exe, tiers).await?;
-        wrk(&base, articles, hot, 2, connections).await?;
+        let (service, base) = query_service(&env, &query_service_exe, tiers, None).await?;
+        wrk(&base, articles, hot, 2, connections, None).await?;
         eprintln!("{name} ...");
-        lines.push((name, wrk(&base, articles, hot, seconds, connections).await?));
+        lines.push((name, wrk(&base, articles, hot, seconds, connections, None).await?));
         drop(service);
     }
 
@@ -245,7 +263,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
     let bare = lines[0].1;
     println!("\nquery-service: GET /articles/{{id}}/stock over {hot} articles (of {articles}, {events} events), wrk -t1 -c{connections} -d{seconds}s");
     println!("server pinned to core 0 with one tokio worker, wrk to core 1; PostgreSQL and Redis not pinned");
-    println!("bare, memory and SUM: the median of {rounds} rounds alternating them\n");
+    println!("bare, memory (with and without an API key) and SUM: the median of {rounds} rounds alternating them\n");
     println!("| line | requests/s | p50 | p99 | ratio to bare | machine CPU per request |");
     println!("|---|---:|---:|---:|---:|---:|");
     for (name, l) in &lines {
@@ -267,6 +285,12 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
         median(ratios.clone()),
         list(&p99s, &|d| format!("{d:+.3} ms")),
         median(p99s.clone())
+    );
+    let keyed_ratios: Vec<f64> = keyeds.iter().zip(&memories).map(|(k, m)| k.per_second / m.per_second).collect();
+    println!(
+        "memory tier with an API key vs without authentication, per round: {} (median {:.2}x)",
+        list(&keyed_ratios, &|r| format!("{r:.2}x")),
+        median(keyed_ratios.clone())
     );
     let per_round = |a: &[Load], f: &dyn Fn(&Load, &Load) -> f64| -> Vec<f64> { a.iter().zip(&sums).map(|(x, s)| f(x, s)).collect() };
     let faster = per_round(&memories, &|m, s| m.per_second / s.per_second);
