@@ -2,14 +2,16 @@
 # Posts a small, fixed demo data set to the command-service at $1: three
 # articles with charges, receipts, a transfer, an issue, a reservation and a
 # quality hold. Safe to run twice: what exists already is answered with 409
-# and skipped.
+# and skipped. $DEMO_KEY: an API key with the roles writer, master-data and
+# reader (scripts/demo.sh creates one).
 set -euo pipefail
 url=${1:-http://127.0.0.1:8081}
+: "${DEMO_KEY:?an API key (command-service keys create ...)}"
 
 post() {
   local path=$1 body=$2 status
   status=$(curl -sS -o /tmp/erp-demo-response -w '%{http_code}' -X POST "$url$path" \
-    -H 'content-type: application/json' -H 'x-actor: demo-data' -d "$body")
+    -H 'content-type: application/json' -H "authorization: Bearer $DEMO_KEY" -d "$body")
   case "$status" in
     200 | 201 | 409) ;;
     *) echo "POST $path $body answered $status: $(cat /tmp/erp-demo-response)" >&2; exit 1 ;;
@@ -31,7 +33,7 @@ charge ART-2000 L-2026-11-2 2026-11-10 '"2027-11-10"'
 charge ART-3000 L-2026-08-X 2026-08-20 null
 
 # Receipts only when the demo runs for the first time (the stock would double).
-if curl -fsS "${DEMO_QUERY_URL:-http://127.0.0.1:8082}/articles/ART-1000/stock" >/dev/null 2>&1; then
+if curl -fsS -H "authorization: Bearer $DEMO_KEY" "${DEMO_QUERY_URL:-http://127.0.0.1:8082}/articles/ART-1000/stock" >/dev/null 2>&1; then
   echo "demo data: already loaded" >&2
   exit 0
 fi

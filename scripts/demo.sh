@@ -48,8 +48,25 @@ wait_ready command-service "$COMMAND_URL"
 wait_ready projector "$PROJECTOR_URL"
 wait_ready query-service "$QUERY_URL"
 
+# API keys (docs/security.md): kept in the state directory and reused while
+# they are valid; a key's name stays taken, so each new one gets a fresh name.
+demo_key() {
+  local file=$STATE_DIR/$1.key; shift
+  umask 077
+  if [[ -s $file ]] && curl -sS -H "authorization: Bearer $(cat "$file")" "$QUERY_URL/projection/status" -o /dev/null -w '%{http_code}' 2>/dev/null | grep -qE '200|403'; then
+    cat "$file"
+    return
+  fi
+  "$REPO_ROOT/target/debug/command-service" keys create --name "$(basename "$file" .key)-$(date +%Y%m%d%H%M%S)-$RANDOM" "$@" \
+    | sed -E 's/.*"key":"([^"]+)".*/\1/' >"$file"
+  cat "$file"
+}
+log "creating API keys"
+DEMO_KEY=$(demo_key demo-admin --role reader --role writer --role master-data --role analyst --role admin)
+SCANNER_KEY=$(demo_key demo-scanner --role writer --role reader --warehouse WH-NORTH)
+
 log "posting demo data"
-DEMO_QUERY_URL="$QUERY_URL" "$REPO_ROOT/scripts/demo-data.sh" "$COMMAND_URL"
+DEMO_KEY="$DEMO_KEY" DEMO_QUERY_URL="$QUERY_URL" "$REPO_ROOT/scripts/demo-data.sh" "$COMMAND_URL"
 
 cat <<TXT
 
@@ -60,25 +77,40 @@ The stock back end is running.
   projector        $PROJECTOR_URL   (health)
   logs             $STATE_DIR/*.log
 
+Every API call needs an API key (docs/security.md). Two were made for the
+demo (kept in $STATE_DIR/*.key):
+
+  KEY=$DEMO_KEY          # every role
+  SCANNER=$SCANNER_KEY   # writer and reader, WH-NORTH only
+
 Try:
 
-  curl -s $QUERY_URL/articles/ART-1000/stock
+  curl -s $QUERY_URL/articles/ART-1000/stock -H "Authorization: Bearer \$KEY"
 
-  curl -s -X POST $COMMAND_URL/stock/receipts -H 'content-type: application/json' \\
+  curl -s -X POST $COMMAND_URL/stock/receipts -H "Authorization: Bearer \$SCANNER" -H 'content-type: application/json' \\
        -d '{"article":"ART-1000","charge":"L-2026-11-A","warehouse":"WH-NORTH","quantity":25}'
+  # the scanner may not post in WH-SOUTH: 403, rule warehouse-not-permitted
+  curl -s -X POST $COMMAND_URL/stock/receipts -H "Authorization: Bearer \$SCANNER" -H 'content-type: application/json' \\
+       -d '{"article":"ART-1000","charge":"L-2026-11-A","warehouse":"WH-SOUTH","quantity":25}'
 
   # read your own write: pass the consistency_token the command answered with
-  curl -s $QUERY_URL/articles/ART-1000/stock -H 'X-Consistency-Token: article:ART-1000@10'
+  curl -s $QUERY_URL/articles/ART-1000/stock -H "Authorization: Bearer \$KEY" -H 'X-Consistency-Token: article:ART-1000@10'
 
   # the read models (docs/queries.md)
-  curl -s $QUERY_URL/categories/fasteners
-  curl -s '$QUERY_URL/categories/fasteners/charges?limit=2'
-  curl -s $QUERY_URL/articles/ART-1000/charges/L-2026-11-A
-  curl -s $QUERY_URL/articles/ART-1000/charges/L-2026-11-A/movements
-  curl -s '$QUERY_URL/articles?name_prefix=hex'
-  curl -s $QUERY_URL/low-stock
-  curl -s "$QUERY_URL/articles/ART-1000/stock/as-of?at=\$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  curl -s $QUERY_URL/projection/status
+  curl -s $QUERY_URL/categories/fasteners -H "Authorization: Bearer \$KEY"
+  curl -s '$QUERY_URL/categories/fasteners/charges?limit=2' -H "Authorization: Bearer \$KEY"
+  curl -s $QUERY_URL/articles/ART-1000/charges/L-2026-11-A -H "Authorization: Bearer \$KEY"
+  curl -s $QUERY_URL/articles/ART-1000/charges/L-2026-11-A/movements -H "Authorization: Bearer \$KEY"
+  curl -s '$QUERY_URL/articles?name_prefix=hex' -H "Authorization: Bearer \$KEY"
+  curl -s $QUERY_URL/low-stock -H "Authorization: Bearer \$KEY"
+  curl -s "$QUERY_URL/articles/ART-1000/stock/as-of?at=\$(date -u +%Y-%m-%dT%H:%M:%SZ)" -H "Authorization: Bearer \$KEY"
+  curl -s $QUERY_URL/projection/status -H "Authorization: Bearer \$KEY"
+
+  # who did what (docs/security.md)
+  curl -s '$QUERY_URL/audit?limit=5' -H "Authorization: Bearer \$KEY"
+
+  # API keys
+  APP_DATABASE__URL=$APP_DATABASE__URL target/debug/command-service keys list
 
   # the event stream (docs/analysts.md)
   APP_KAFKA__BROKERS=$APP_KAFKA__BROKERS target/debug/erp-replay export --format csv
@@ -86,7 +118,7 @@ Try:
 
   curl -s $COMMAND_URL/openapi.json      # the write API (docs/commands.md)
   curl -s $QUERY_URL/openapi.json        # the read API
-  curl -s $QUERY_URL/cache/stats          # the read side's cache tiers
+  curl -s $QUERY_URL/cache/stats -H "Authorization: Bearer \$KEY"   # the read side's cache tiers (admin)
   curl -s $COMMAND_URL/metrics            # Prometheus metrics (every service)
   APP_DATABASE__URL=$APP_DATABASE__URL target/debug/projector dead-letters list   # docs/projections.md
 
