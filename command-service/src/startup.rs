@@ -8,7 +8,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
-use platform::auth::{AuthLayer, AuthSettings, Authenticator, Rules};
+use platform::auth::{AuthSettings, Authenticator, Gate, Rules};
 use platform::health;
 use platform::shutdown::CancellationToken;
 use tokio::net::TcpListener;
@@ -45,7 +45,7 @@ pub struct ApiDoc;
 
 /// The API routes, without serving; tests call this directly. `auth`:
 /// the authenticator, `None` when authentication is off.
-pub fn router(state: AppState, idempotency: Idempotency, auth: Option<(Arc<Authenticator>, &AuthSettings)>) -> Router {
+pub fn router(state: AppState, idempotency: Idempotency, auth: Option<(Arc<Authenticator>, &AuthSettings)>) -> (Router, Gate) {
     let pool = state.pool.clone();
     let metrics_pool = state.pool.clone();
     let readiness = health::readiness(move || {
@@ -63,19 +63,20 @@ pub fn router(state: AppState, idempotency: Idempotency, auth: Option<(Arc<Authe
         .split_for_parts();
     let mut openapi = openapi;
     platform::auth::rules::declare(&mut openapi);
-    let access = match auth {
+    let gate = match auth {
         Some((authenticator, settings)) => {
             let rules = Rules::from_openapi(&openapi, &settings.public_paths).expect("every operation declares its roles");
-            AuthLayer::new(authenticator, rules)
+            Gate::new(authenticator, rules)
         }
-        None => AuthLayer::off(),
+        None => Gate::off(),
     };
-    api.route_layer(axum::middleware::from_fn_with_state(idempotency, crate::idempotency::middleware::middleware))
+    let router = api
+        .route_layer(axum::middleware::from_fn_with_state(idempotency, crate::idempotency::middleware::middleware))
         .with_state(state)
         .route("/openapi.json", get(move || async move { Json(openapi) }))
         .merge(platform::metrics::router(move || platform::metrics::observe_pool(&metrics_pool)))
-        .merge(health::router(readiness))
-        .layer(access)
+        .merge(health::router(readiness));
+    (router, gate)
 }
 
 /// A bound, not yet running command-service.
@@ -115,7 +116,8 @@ impl Application {
             None
         };
         let auth = authenticator.map(|a| (a, &settings.auth));
-        let router = platform::http::with_common_layers(router(state, idempotency, auth), &settings.http)?;
+        let (router, gate) = router(state, idempotency, auth);
+        let router = platform::http::with_common_layers(router, &settings.http, gate)?;
         let (listener, addr) = settings.http.bind().await?;
         if settings.relay.enabled {
             // The broker may be down: commands are accepted all the same, and

@@ -11,6 +11,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::Layer;
 
+use crate::auth::gate::Admission;
+
 /// Header carrying the id of one HTTP request.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Header carrying the id that groups everything caused by one business request.
@@ -79,8 +81,9 @@ impl HttpSettings {
 }
 
 /// Request ids, a tracing span per request (method, route template, request
-/// and correlation id), request metrics by route template, the body limit,
-/// and the request timeout (none when `request_timeout_ms` is 0).
+/// and correlation id), request metrics by route template, the header and
+/// body limits, the request timeout (none when `request_timeout_ms` is 0),
+/// and authentication and authorisation (`gate`, see [`crate::auth::gate`]).
 ///
 /// One hand-written layer ([`Observe`]) does all of it: measured with
 /// `scripts/bench.sh queries`, the four stock layers it first replaced
@@ -90,13 +93,14 @@ impl HttpSettings {
 ///
 /// Then CORS, when origins are configured (outside everything else, so that
 /// a browser's preflight is answered without a credential).
-pub fn with_common_layers(router: Router, settings: &HttpSettings) -> anyhow::Result<Router> {
+pub fn with_common_layers(router: Router, settings: &HttpSettings, gate: crate::auth::Gate) -> anyhow::Result<Router> {
     let timeout = (settings.request_timeout_ms > 0).then(|| Duration::from_millis(settings.request_timeout_ms));
     let observe = ObserveLayer {
         body_limit: settings.body_limit_bytes,
         header_limit: settings.header_limit_bytes,
         timeout,
         routes: settings.route_timeouts()?.into(),
+        gate,
     };
     let router = router.layer(observe);
     let origins: Vec<HeaderValue> = settings
@@ -137,6 +141,8 @@ pub struct ObserveLayer {
     pub timeout: Option<Duration>,
     /// Deadlines of single routes instead of `timeout`.
     pub routes: std::sync::Arc<[(axum::http::Method, String, Option<Duration>)]>,
+    /// Who may do what.
+    pub gate: crate::auth::Gate,
 }
 
 impl<S> tower::Layer<S> for ObserveLayer {
@@ -147,6 +153,7 @@ impl<S> tower::Layer<S> for ObserveLayer {
             timeout: self.timeout,
             header_limit: self.header_limit,
             routes: self.routes.clone(),
+            gate: self.gate.clone(),
         }
     }
 }
@@ -160,16 +167,18 @@ pub struct Observe<S> {
     timeout: Option<Duration>,
     header_limit: usize,
     routes: std::sync::Arc<[(axum::http::Method, String, Option<Duration>)]>,
+    gate: crate::auth::Gate,
 }
 
 impl<S> tower::Service<Request<axum::body::Body>> for Observe<S>
 where
-    S: tower::Service<Request<axum::body::Body>, Response = axum::response::Response> + Send + 'static,
+    S: tower::Service<Request<axum::body::Body>, Response = axum::response::Response> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    S::Error: Send + 'static,
 {
     type Response = axum::response::Response;
     type Error = S::Error;
-    type Future = Observed<S::Future>;
+    type Future = Observed<S::Future, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -205,11 +214,40 @@ where
         } else {
             tracing::Span::none()
         };
-        let done = Some(Finish { id, route, method, start, limit });
         if header_bytes > self.header_limit {
             let inner = Deadline::Refused { response: Some(headers_too_large(header_bytes, self.header_limit)) };
-            return Observed { inner, span, done };
+            return Observed { inner, span, done: Some(Finish { id, route, method, start, limit, principal: None }) };
         }
+        let principal = match self.gate.admit(&mut request, route.as_ref().map(MatchedPath::as_str)) {
+            Admission::Go(principal) => principal,
+            Admission::Refused(response) => {
+                let inner = Deadline::Refused { response: Some(response) };
+                return Observed { inner, span, done: Some(Finish { id, route, method, start, limit, principal: None }) };
+            }
+            Admission::Verify(credential, roles) => {
+                // The clone that is ready goes into the future (tower's rule).
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                let gate = self.gate.clone();
+                let verified = async move {
+                    let principal = match gate.verify(&credential, roles).await {
+                        Ok(principal) => principal,
+                        Err(refused) => return Ok(refused),
+                    };
+                    request.extensions_mut().insert(principal.clone());
+                    let response = tower::ServiceExt::oneshot(&mut inner, request).await?;
+                    crate::auth::gate::observe_refusal(&principal, response.status());
+                    Ok(response)
+                };
+                let future: Slow<S::Error> = match limit {
+                    Some(limit) => Box::pin(async move { tokio::time::timeout(limit, verified).await }),
+                    None => Box::pin(async move { Ok(verified.await) }),
+                };
+                let inner = Deadline::Verifying { future };
+                return Observed { inner, span, done: Some(Finish { id, route, method, start, limit, principal: None }) };
+            }
+        };
+        let done = Some(Finish { id, route, method, start, limit, principal });
         let inner = {
             let _entered = span.enter();
             self.inner.call(request)
@@ -230,16 +268,25 @@ struct Finish {
     method: axum::http::Method,
     start: std::time::Instant,
     limit: Option<Duration>,
+    /// Whose request it is, to count a refusal by the handler.
+    principal: Option<std::sync::Arc<crate::auth::Principal>>,
 }
 
+/// A request whose credential is verified first (boxed: rare).
+type Slow<E> = std::pin::Pin<
+    Box<dyn Future<Output = Result<Result<axum::response::Response, E>, tokio::time::error::Elapsed>> + Send>,
+>;
+
 pin_project_lite::pin_project! {
-    /// The inner future, with or without a deadline.
+    /// The inner future, with or without a deadline; or the answer of the
+    /// gate or the header limit; or the inner future after a credential is
+    /// verified.
     #[project = DeadlineProjection]
-    #[derive(Debug)]
-    enum Deadline<F> {
+    enum Deadline<F, E> {
         Limited { #[pin] future: tokio::time::Timeout<F> },
         Unlimited { #[pin] future: F },
         Refused { response: Option<axum::response::Response> },
+        Verifying { future: Slow<E> },
     }
 }
 
@@ -249,16 +296,21 @@ pin_project_lite::pin_project! {
     /// id and records the request's metrics. A named type rather than a box:
     /// measured with `scripts/bench.sh queries`, the box and the move into it
     /// were a visible part of an answer served from memory.
-    #[derive(Debug)]
-    pub struct Observed<F> {
+    pub struct Observed<F, E> {
         #[pin]
-        inner: Deadline<F>,
+        inner: Deadline<F, E>,
         span: tracing::Span,
         done: Option<Finish>,
     }
 }
 
-impl<F, E> Future for Observed<F>
+impl<F, E> std::fmt::Debug for Observed<F, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observed").field("done", &self.done).finish_non_exhaustive()
+    }
+}
+
+impl<F, E> Future for Observed<F, E>
 where
     F: Future<Output = Result<axum::response::Response, E>>,
 {
@@ -271,12 +323,16 @@ where
             DeadlineProjection::Limited { future } => std::task::ready!(future.poll(cx)),
             DeadlineProjection::Unlimited { future } => Ok(std::task::ready!(future.poll(cx))),
             DeadlineProjection::Refused { response } => Ok(Ok(response.take().expect("polled after completion"))),
+            DeadlineProjection::Verifying { future } => std::task::ready!(future.as_mut().poll(cx)),
         };
-        let Finish { id, route, method, start, limit } = this.done.take().expect("polled after completion");
+        let Finish { id, route, method, start, limit, principal } = this.done.take().expect("polled after completion");
         let mut response = match outcome {
             Ok(result) => result?,
             Err(_elapsed) => past_deadline(limit.unwrap_or_default()),
         };
+        if let Some(principal) = principal {
+            crate::auth::gate::observe_refusal(&principal, response.status());
+        }
         response.headers_mut().insert(REQUEST_ID, id);
         let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
         crate::metrics::record_request(route, method.as_str(), response.status(), start.elapsed());

@@ -50,7 +50,7 @@ impl Application {
         };
         let metrics_pool = pool.clone();
         let metrics = platform::metrics::router(move || platform::metrics::observe_pool(&metrics_pool));
-        let router = platform::http::with_common_layers(health::router(readiness).merge(metrics), &settings.http)?;
+        let router = platform::http::with_common_layers(health::router(readiness).merge(metrics), &settings.http, platform::auth::Gate::off())?;
         let (listener, addr) = settings.http.bind().await?;
         platform::kafka::ensure_topic(&settings.kafka, &settings.kafka.events_topic, settings.kafka.partitions).await?;
         if let Some(refusal) = platform::kafka::retention_refusal(&settings.kafka).await? {

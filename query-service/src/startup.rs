@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::{Json, Router};
-use platform::auth::{AuthLayer, AuthSettings, Authenticator, Rules};
+use platform::auth::{AuthSettings, Authenticator, Gate, Rules};
 use platform::health;
 use platform::shutdown::CancellationToken;
 use tokio::net::TcpListener;
@@ -52,7 +52,7 @@ const COMPRESS_ABOVE: u16 = 1024;
 
 /// The API routes, without serving; tests call this directly. `auth`:
 /// the authenticator, `None` when authentication is off.
-pub fn router(state: AppState, auth: Option<(Arc<Authenticator>, &AuthSettings)>) -> Router {
+pub fn router(state: AppState, auth: Option<(Arc<Authenticator>, &AuthSettings)>) -> (Router, Gate) {
     let store = state.store.clone();
     let probe_store = store.clone();
     let readiness = health::readiness(move || {
@@ -81,22 +81,22 @@ pub fn router(state: AppState, auth: Option<(Arc<Authenticator>, &AuthSettings)>
     openapi.paths.paths.extend(document_paths.paths.paths);
     platform::openapi::set_maximum(&mut openapi, "limit", u64::from(state.pages.max_limit));
     platform::auth::rules::declare(&mut openapi);
-    let access = match auth {
+    let gate = match auth {
         Some((authenticator, settings)) => {
             let rules = Rules::from_openapi(&openapi, &settings.public_paths).expect("every operation declares its roles");
-            AuthLayer::new(authenticator, rules)
+            Gate::new(authenticator, rules)
         }
-        None => AuthLayer::off(),
+        None => Gate::off(),
     };
-    lists
+    let router = lists
         .layer(compression)
         .merge(documents)
         .route("/cache/stats", get(cache_stats))
         .with_state(state)
         .route("/openapi.json", get(move || async move { Json(openapi) }))
         .merge(health::router(readiness))
-        .merge(metrics)
-        .layer(access)
+        .merge(metrics);
+    (router, gate)
 }
 
 /// A bound, not yet running query-service.
@@ -137,7 +137,8 @@ impl Application {
             None
         };
         let auth = authenticator.map(|a| (a, &settings.auth));
-        let router = platform::http::with_common_layers(router(state.clone(), auth), &settings.http)?;
+        let (router, gate) = router(state.clone(), auth);
+        let router = platform::http::with_common_layers(router, &settings.http, gate)?;
         let (listener, addr) = settings.http.bind().await?;
         tracing::info!(%addr, "query-service listening");
         let warmup = settings.cache.warmup_keys.split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_owned).collect();

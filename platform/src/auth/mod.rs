@@ -9,13 +9,14 @@
 //!   with verified credentials cached and revocations pushed to every instance;
 //! - [`rules`]: the role each operation needs, read from the service's own
 //!   OpenAPI document (the one place it is declared);
-//! - [`layer`]: the middleware that applies all of it to every API route;
+//! - [`gate`]: what applies all of it to every request (called by the one
+//!   request layer of `platform::http`);
 //! - [`limit`]: the rate limit per principal.
 
 pub mod authenticator;
 pub mod jwt;
+pub mod gate;
 pub mod keys;
-pub mod layer;
 pub mod limit;
 pub mod rules;
 
@@ -25,7 +26,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use authenticator::Authenticator;
-pub use layer::AuthLayer;
+pub use gate::Gate;
 pub use rules::Rules;
 
 /// What a credential may do. Roles are independent: a client gets exactly

@@ -7,7 +7,7 @@
 //! configured public paths (health, metrics, the OpenAPI document); a path
 //! that is no route at all needs any credential (to learn it is a 404).
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet};
 
 use axum::http::Method;
 use utoipa::openapi::OpenApi;

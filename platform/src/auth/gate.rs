@@ -1,22 +1,20 @@
-//! The middleware: authenticates the request, checks the route's roles and
-//! the principal's rate limit, hands the [`Principal`] to the handler (as a
-//! request extension), and counts and logs every refusal by principal
-//! (401, 403, 409, 422, 429).
+//! The gate every request passes: authenticates it, checks the route's
+//! roles and the principal's rate limit, hands the [`Principal`] to the
+//! handler (as a request extension), and counts and logs every refusal by
+//! principal (401, 403, 409, 422, 429).
 //!
-//! Applied with `Router::layer`, so that it runs inside the routing (the
-//! route template is known) for every route, documented or not. A request
-//! whose credential is cached costs a SHA-256 of the header and a cache
-//! probe, and no allocation but the request's own (the future is a named
-//! type, not a box); only a credential seen for the first time takes the
-//! boxed path that asks PostgreSQL or checks a signature.
+//! It is not a layer of its own: `platform::http`'s one request layer
+//! (`Observe`) calls it, inside the routing (the route template is known).
+//! Measured with `scripts/bench.sh queries`, a separate layer per route cost
+//! about 10 % of an answer served from memory (axum boxes and clones every
+//! route layer per request); inside `Observe` a request whose credential is
+//! cached costs a cache probe, a comparison and the rate check, and only a
+//! credential seen for the first time takes a boxed path that asks
+//! PostgreSQL or checks a signature.
 
-use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
-use std::task::{Context, Poll};
 
 use axum::body::Body;
-use axum::extract::MatchedPath;
 use axum::http::{HeaderValue, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use prometheus::{IntCounterVec, Opts};
@@ -38,10 +36,10 @@ pub static REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter
 });
 
-/// Applies [`Auth`]; `None`: authentication is off, every request is
-/// [`Principal::anonymous`].
+/// Authentication and authorisation of a service's requests; [`Gate::off`]:
+/// every request is [`Principal::anonymous`].
 #[derive(Debug, Clone)]
-pub struct AuthLayer {
+pub struct Gate {
     shared: Option<Arc<Shared>>,
     anonymous: Arc<Principal>,
 }
@@ -52,7 +50,18 @@ struct Shared {
     rules: Rules,
 }
 
-impl AuthLayer {
+/// What becomes of a request at the gate.
+#[derive(Debug)]
+pub enum Admission {
+    /// Let through; the principal (if any) is in the request's extensions.
+    Go(Option<Arc<Principal>>),
+    /// Answered here: 401, 403, 429 (or 503 when credentials cannot be checked).
+    Refused(Response),
+    /// A credential not seen yet: [`Gate::verify`] it, needing one of these roles.
+    Verify(String, Roles),
+}
+
+impl Gate {
     pub fn new(authenticator: Arc<Authenticator>, rules: Rules) -> Self {
         Self { shared: Some(Arc::new(Shared { authenticator, rules })), anonymous: Arc::new(Principal::anonymous()) }
     }
@@ -61,116 +70,42 @@ impl AuthLayer {
     pub fn off() -> Self {
         Self { shared: None, anonymous: Arc::new(Principal::anonymous()) }
     }
-}
 
-impl<S> tower::Layer<S> for AuthLayer {
-    type Service = Auth<S>;
-    fn layer(&self, inner: S) -> Auth<S> {
-        Auth { inner, shared: self.shared.clone(), anonymous: self.anonymous.clone() }
-    }
-}
-
-/// See the module documentation.
-#[derive(Debug, Clone)]
-pub struct Auth<S> {
-    inner: S,
-    shared: Option<Arc<Shared>>,
-    anonymous: Arc<Principal>,
-}
-
-type Boxed = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
-
-impl<S> tower::Service<Request<Body>> for Auth<S>
-where
-    S: tower::Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Authorized<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+    /// Decides a request to `route` (its template; `None` when no route
+    /// matched) without waiting, when it can.
+    pub fn admit(&self, request: &mut Request<Body>, route: Option<&str>) -> Admission {
         let Some(shared) = &self.shared else {
             request.extensions_mut().insert(self.anonymous.clone());
-            return Authorized::Inner { future: self.inner.call(request), principal: None };
+            return Admission::Go(None);
         };
-        let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
         let Required::OneOf(roles) = shared.rules.required(request.method(), route, request.uri().path()) else {
-            return Authorized::Inner { future: self.inner.call(request), principal: None };
+            return Admission::Go(None);
         };
         let credential = match bearer(request.headers().get(header::AUTHORIZATION)) {
             Ok(credential) => credential,
-            Err(e) => return Authorized::Ready { response: Some(unauthorized(&e)) },
+            Err(e) => return Admission::Refused(unauthorized(&e)),
         };
         match shared.authenticator.cached(credential) {
             Some(Ok(principal)) => match refusal(&principal, roles) {
                 None => {
                     request.extensions_mut().insert(principal.clone());
-                    Authorized::Inner { future: self.inner.call(request), principal: Some(principal) }
+                    Admission::Go(Some(principal))
                 }
-                refused => Authorized::Ready { response: refused },
+                Some(refused) => Admission::Refused(refused),
             },
-            Some(Err(e)) => Authorized::Ready { response: Some(unauthorized(&e)) },
-            None => {
-                let credential = credential.to_owned();
-                let shared = shared.clone();
-                // The clone that is ready goes into the future (tower's rule).
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
-                Authorized::Boxed {
-                    future: Box::pin(async move {
-                        let principal = match shared.authenticator.verify(&credential).await {
-                            Ok(principal) => principal,
-                            Err(e) => return Ok(unauthorized(&e)),
-                        };
-                        if let Some(refused) = refusal(&principal, roles) {
-                            return Ok(refused);
-                        }
-                        request.extensions_mut().insert(principal.clone());
-                        let response = inner.call(request).await?;
-                        observe_refusal(&principal, response.status());
-                        Ok(response)
-                    }),
-                }
-            }
+            Some(Err(e)) => Admission::Refused(unauthorized(&e)),
+            None => Admission::Verify(credential.to_owned(), roles),
         }
     }
-}
 
-pin_project_lite::pin_project! {
-    /// The future of a request through [`Auth`].
-    #[project = AuthorizedProjection]
-    pub enum Authorized<F> {
-        Inner { #[pin] future: F, principal: Option<Arc<Principal>> },
-        Ready { response: Option<Response> },
-        Boxed { future: Boxed },
-    }
-}
-
-impl<F> std::fmt::Debug for Authorized<F> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Authorized")
-    }
-}
-
-impl<F: Future<Output = Result<Response, Infallible>>> Future for Authorized<F> {
-    type Output = Result<Response, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            AuthorizedProjection::Inner { future, principal } => {
-                let response = std::task::ready!(future.poll(cx))?;
-                if let Some(principal) = principal {
-                    observe_refusal(principal, response.status());
-                }
-                Poll::Ready(Ok(response))
-            }
-            AuthorizedProjection::Ready { response } => Poll::Ready(Ok(response.take().expect("polled after completion"))),
-            AuthorizedProjection::Boxed { future } => future.as_mut().poll(cx),
+    /// The principal of a credential not in the cache, or the answer that
+    /// refuses it.
+    pub async fn verify(&self, credential: &str, roles: Roles) -> Result<Arc<Principal>, Response> {
+        let shared = self.shared.as_ref().expect("only an enabled gate asks to verify");
+        let principal = shared.authenticator.verify(credential).await.map_err(|e| unauthorized(&e))?;
+        match refusal(&principal, roles) {
+            None => Ok(principal),
+            Some(refused) => Err(refused),
         }
     }
 }
@@ -223,7 +158,7 @@ fn describe(roles: Roles) -> String {
 
 /// A refusal by the handler (403 out of scope, 409 a broken rule, 422 bad
 /// input) counted and logged with the principal.
-fn observe_refusal(principal: &Principal, status: StatusCode) {
+pub fn observe_refusal(principal: &Principal, status: StatusCode) {
     if matches!(status.as_u16(), 403 | 409 | 422) {
         tracing::info!(principal = %principal.actor(), status = status.as_u16(), "refused");
         REFUSED.with_label_values(&[&principal.actor(), status.as_str()]).inc();
