@@ -86,21 +86,32 @@ async fn one_configuration(plan: Plan, levels: &[usize], relay: bool) -> anyhow:
     let (open_service, open) = command_service(&env, relay, false).await?;
     let (keyed_service, keyed) = command_service(&env, relay, true).await?;
     let pool = env.pool().await?;
-    let new = platform::auth::keys::NewKey { name: "bench".into(), roles: vec!["writer".into()], warehouses: vec![], expires_at: None };
+    let roles = vec!["writer".into(), "master-data".into()];
+    let new = platform::auth::keys::NewKey { name: "bench".into(), roles, warehouses: vec![], expires_at: None };
     let (key, _) = platform::auth::keys::create(&pool, &new).await?;
 
     let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
-    eprintln!("relay {}: setting up {} articles ...", on_off(relay), plan.articles);
-    for a in 0..plan.articles {
-        let article = format!("B-{a}");
-        let r = http
-            .post(format!("{open}/articles"))
+    eprintln!("relay {}: setting up {} articles per instance ...", on_off(relay), plan.articles);
+    // Each instance writes articles of its own: an instance decides from the
+    // states it holds in memory while it is the only writer of a stream, and
+    // the other one writing the same streams would send it down the locking
+    // path after every switch. Each registers its own, so that each starts
+    // with them in memory.
+    let instances = [("B", &open, None), ("K", &keyed, Some(&key))];
+    for (article, base, key) in (0..plan.articles).flat_map(|a| instances.map(|(p, base, key)| (format!("{p}-{a}"), base, key))) {
+        let post = |url: String| {
+            let request = http.post(url);
+            match key {
+                Some(key) => request.bearer_auth(key),
+                None => request,
+            }
+        };
+        let r = post(format!("{base}/articles"))
             .json(&json!({ "article": article, "name": "bench", "category": "bench", "unit": {"code": "pcs"} }))
             .send()
             .await?;
         anyhow::ensure!(r.status() == 201, "register: {}", r.status());
-        let r = http
-            .post(format!("{open}/articles/{article}/charges"))
+        let r = post(format!("{base}/articles/{article}/charges"))
             .json(&json!({ "charge": "L1", "production_date": "2026-11-01" }))
             .send()
             .await?;
@@ -110,19 +121,19 @@ async fn one_configuration(plan: Plan, levels: &[usize], relay: bool) -> anyhow:
         .execute(&pool)
         .await?;
 
-    let script = |authorization: &str| {
+    let script = |prefix: &str, authorization: &str| {
         format!(
             "local i = 0\n\
              request = function()\n\
              \x20 i = i + 1\n\
-             \x20 local body = '{{\"article\":\"B-' .. ((i * 7919) % {articles}) .. '\",\"charge\":\"L1\",\"warehouse\":\"WH\",\"quantity\":1}}'\n\
+             \x20 local body = '{{\"article\":\"{prefix}-' .. ((i * 7919) % {articles}) .. '\",\"charge\":\"L1\",\"warehouse\":\"WH\",\"quantity\":1}}'\n\
              \x20 return wrk.format(\"POST\", \"/stock/receipts\", {{[\"content-type\"] = \"application/json\"{authorization}}}, body)\n\
              end\n",
             articles = plan.articles
         )
     };
-    let open_script = script("");
-    let keyed_script = script(&format!(", [\"authorization\"] = \"Bearer {key}\""));
+    let open_script = script("B", "");
+    let keyed_script = script("K", &format!(", [\"authorization\"] = \"Bearer {key}\""));
     for &clients in levels {
         let (mut opens, mut keyeds, mut baselines) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..plan.rounds {

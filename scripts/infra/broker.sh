@@ -9,7 +9,7 @@ ensure_tansu() {
   fi
   command -v cargo >/dev/null || die "cargo is needed to build the broker"
   command -v cc >/dev/null || apt_install build-essential
-  log "building the Tansu broker $TANSU_VERSION once into $CACHE_DIR (about 20 minutes on two cores)"
+  log "building the Tansu broker $TANSU_VERSION once into $CACHE_DIR (11 to 20 minutes on two cores)"
   mkdir -p "$CACHE_DIR"
   cargo install tansu --version "$TANSU_VERSION" --locked --features "$TANSU_FEATURES" \
     --root "$CACHE_DIR/tansu-$TANSU_VERSION" --target-dir "$CACHE_DIR/tansu-build" >&2 \
