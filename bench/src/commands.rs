@@ -138,7 +138,13 @@ async fn one_configuration(plan: Plan, levels: &[usize], relay: bool) -> anyhow:
         let (mut opens, mut keyeds, mut baselines) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..plan.rounds {
             eprintln!("relay {}, {clients} clients, round {} ...", on_off(relay), round + 1);
-            for (base, script, loads) in [(&open, &open_script, &mut opens), (&keyed, &keyed_script, &mut keyeds)] {
+            let mut order = [(&open, &open_script, &mut opens), (&keyed, &keyed_script, &mut keyeds)];
+            // Which goes first alternates: the second of a pair meets the
+            // database the first one just wrote to.
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for (base, script, loads) in order {
                 loads.push(crate::wrk::run(base, script, plan.duration.as_secs(), clients, Placement::Anywhere).await?);
                 if relay {
                     // The relay's backlog would compete with what comes next: let it drain first.
