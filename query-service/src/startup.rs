@@ -42,6 +42,7 @@ use crate::store::DocumentStore;
         (name = "categories", description = "Charges per category"),
         (name = "status", description = "Where the projection stands"),
         (name = "audit", description = "Who did what: the event store's actors"),
+        (name = "exports", description = "Whole read models as CSV or NDJSON, streamed"),
     )
 )]
 #[derive(Debug)]

@@ -17,6 +17,7 @@
 //! and the query-service both depend on this crate, it on neither.
 
 pub mod audit;
+pub mod exports;
 pub mod generation;
 pub mod keys;
 pub mod tables;

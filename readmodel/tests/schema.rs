@@ -57,6 +57,7 @@ async fn every_writer_and_reader_statement_prepares_against_a_generation() -> an
         tables::offsets::readers(s),
         tables::dead_letters::readers(s),
         tables::redis_outbox::readers(s),
+        readmodel::exports::readers(s),
     ] {
         statements.extend(readers);
     }

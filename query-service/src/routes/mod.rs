@@ -6,6 +6,7 @@
 pub mod articles;
 pub mod audit;
 pub mod categories;
+pub mod exports;
 pub mod charges;
 pub mod params;
 pub mod status;
@@ -34,6 +35,7 @@ pub fn lists() -> OpenApiRouter<AppState> {
         .merge(charges::router())
         .merge(status::router())
         .merge(audit::router())
+        .merge(exports::router())
 }
 
 /// Clients may reuse an answer for a few seconds, then must revalidate (cheap: 304).
