@@ -1,7 +1,7 @@
 //! The roles each route needs, read from the service's OpenAPI document: an
 //! operation declares `security(("bearer" = ["writer"]))` next to its other
 //! annotations, the document shows it to clients, and this turns it into
-//! the rule the middleware applies. A documented operation that declares no
+//! the rule the gate applies. A documented operation that declares no
 //! role stops the service at start, so a new route cannot be forgotten.
 //! Routes outside the document (`/cache/stats`) need `admin`, except the
 //! configured public paths (health, metrics, the OpenAPI document); a path
