@@ -8,7 +8,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
-use platform::auth::{AuthSettings, Authenticator, Gate, Rules};
+use platform::auth::{Access, Gate};
 use platform::health;
 use platform::shutdown::CancellationToken;
 use tokio::net::TcpListener;
@@ -43,9 +43,9 @@ use crate::settings::Settings;
 #[derive(Debug)]
 pub struct ApiDoc;
 
-/// The API routes, without serving; tests call this directly. `auth`:
-/// the authenticator, `None` when authentication is off.
-pub fn router(state: AppState, idempotency: Idempotency, auth: Option<(Arc<Authenticator>, &AuthSettings)>) -> (Router, Gate) {
+/// The API routes, without serving, and the gate built from their
+/// document; tests call this directly.
+pub fn router(state: AppState, idempotency: Idempotency, access: Access) -> (Router, Gate) {
     let pool = state.pool.clone();
     let metrics_pool = state.pool.clone();
     let readiness = health::readiness(move || {
@@ -62,14 +62,7 @@ pub fn router(state: AppState, idempotency: Idempotency, auth: Option<(Arc<Authe
         .merge(routes::reservations::router())
         .split_for_parts();
     let mut openapi = openapi;
-    platform::auth::rules::declare(&mut openapi);
-    let gate = match auth {
-        Some((authenticator, settings)) => {
-            let rules = Rules::from_openapi(&openapi, &settings.public_paths).expect("every operation declares its roles");
-            Gate::new(authenticator, rules)
-        }
-        None => Gate::off(),
-    };
+    let gate = access.gate(&mut openapi);
     let router = api
         .route_layer(axum::middleware::from_fn_with_state(idempotency, crate::idempotency::middleware::middleware))
         .with_state(state)
@@ -107,16 +100,8 @@ impl Application {
             ttl: Duration::from_secs(settings.idempotency_ttl_secs),
             body_limit: settings.http.body_limit_bytes,
         };
-        let authenticator = if settings.auth.enabled {
-            let authenticator = Arc::new(Authenticator::new(pool.clone(), &settings.auth)?);
-            authenticator.listen_for_revocations(shutdown.clone());
-            Some(authenticator)
-        } else {
-            tracing::warn!("authentication is off (APP_AUTH__ENABLED=false): every request may do everything");
-            None
-        };
-        let auth = authenticator.map(|a| (a, &settings.auth));
-        let (router, gate) = router(state, idempotency, auth);
+        let access = Access::start(pool.clone(), &settings.auth, shutdown.clone())?;
+        let (router, gate) = router(state, idempotency, access);
         let router = platform::http::with_common_layers(router, &settings.http, gate)?;
         let (listener, addr) = settings.http.bind().await?;
         if settings.relay.enabled {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::{Json, Router};
-use platform::auth::{AuthSettings, Authenticator, Gate, Rules};
+use platform::auth::{Access, Gate};
 use platform::health;
 use platform::shutdown::CancellationToken;
 use tokio::net::TcpListener;
@@ -51,9 +51,9 @@ pub struct ApiDoc;
 /// Lists larger than this are compressed for clients that accept it.
 const COMPRESS_ABOVE: u16 = 1024;
 
-/// The API routes, without serving; tests call this directly. `auth`:
-/// the authenticator, `None` when authentication is off.
-pub fn router(state: AppState, auth: Option<(Arc<Authenticator>, &AuthSettings)>) -> (Router, Gate) {
+/// The API routes, without serving, and the gate built from their
+/// document; tests call this directly.
+pub fn router(state: AppState, access: Access) -> (Router, Gate) {
     let store = state.store.clone();
     let probe_store = store.clone();
     let readiness = health::readiness(move || {
@@ -81,14 +81,7 @@ pub fn router(state: AppState, auth: Option<(Arc<Authenticator>, &AuthSettings)>
     let mut openapi = openapi;
     openapi.paths.paths.extend(document_paths.paths.paths);
     platform::openapi::set_maximum(&mut openapi, "limit", u64::from(state.pages.max_limit));
-    platform::auth::rules::declare(&mut openapi);
-    let gate = match auth {
-        Some((authenticator, settings)) => {
-            let rules = Rules::from_openapi(&openapi, &settings.public_paths).expect("every operation declares its roles");
-            Gate::new(authenticator, rules)
-        }
-        None => Gate::off(),
-    };
+    let gate = access.gate(&mut openapi);
     let router = lists
         .layer(compression)
         .merge(documents)
@@ -129,16 +122,8 @@ impl Application {
             pages: settings.pages.clone(),
             end_offsets: Arc::new(EndOffsets::new(&settings.kafka)),
         }));
-        let authenticator = if settings.auth.enabled {
-            let authenticator = Arc::new(Authenticator::new(state.store.pool().clone(), &settings.auth)?);
-            authenticator.listen_for_revocations(shutdown.clone());
-            Some(authenticator)
-        } else {
-            tracing::warn!("authentication is off (APP_AUTH__ENABLED=false): every request may do everything");
-            None
-        };
-        let auth = authenticator.map(|a| (a, &settings.auth));
-        let (router, gate) = router(state.clone(), auth);
+        let access = Access::start(state.store.pool().clone(), &settings.auth, shutdown.clone())?;
+        let (router, gate) = router(state.clone(), access);
         let router = platform::http::with_common_layers(router, &settings.http, gate)?;
         let (listener, addr) = settings.http.bind().await?;
         tracing::info!(%addr, "query-service listening");

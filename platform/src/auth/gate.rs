@@ -61,6 +61,44 @@ pub enum Admission {
     Verify(String, Roles),
 }
 
+/// A service's authentication as it starts: the authenticator (its
+/// revocation listener running) with the settings, or off. Turned into the
+/// [`Gate`] once the service's OpenAPI document is known ([`Access::gate`]).
+#[derive(Debug)]
+pub struct Access {
+    on: Option<(Arc<Authenticator>, String)>,
+}
+
+impl Access {
+    /// Starts authentication by `settings` on `pool` (warns when it is off).
+    pub fn start(pool: sqlx::PgPool, settings: &super::AuthSettings, shutdown: tokio_util::sync::CancellationToken) -> anyhow::Result<Self> {
+        if !settings.enabled {
+            tracing::warn!("authentication is off (APP_AUTH__ENABLED=false): every request may do everything");
+            return Ok(Self::off());
+        }
+        let authenticator = Arc::new(Authenticator::new(pool, settings)?);
+        authenticator.listen_for_revocations(shutdown);
+        Ok(Self { on: Some((authenticator, settings.public_paths.clone())) })
+    }
+
+    /// Authentication off.
+    pub fn off() -> Self {
+        Self { on: None }
+    }
+
+    /// Declares the security scheme and its answers in `doc` and builds the
+    /// gate from the roles its operations list.
+    pub fn gate(self, doc: &mut utoipa::openapi::OpenApi) -> Gate {
+        super::rules::declare(doc);
+        match self.on {
+            Some((authenticator, public_paths)) => {
+                Gate::new(authenticator, Rules::from_openapi(doc, &public_paths).expect("every operation declares its roles"))
+            }
+            None => Gate::off(),
+        }
+    }
+}
+
 impl Gate {
     pub fn new(authenticator: Arc<Authenticator>, rules: Rules) -> Self {
         Self { shared: Some(Arc::new(Shared { authenticator, rules })), anonymous: Arc::new(Principal::anonymous()) }

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use authenticator::Authenticator;
-pub use gate::Gate;
+pub use gate::{Access, Gate};
 pub use rules::Rules;
 
 /// What a credential may do. Roles are independent: a client gets exactly
