@@ -7,6 +7,24 @@
 use futures::stream::BoxStream;
 use serde::Serialize;
 use sqlx::PgConnection;
+use sqlx::postgres::PgRow;
+
+/// A row of an export: its name, its columns, its statement and its fields.
+pub trait ExportRow: for<'r> sqlx::FromRow<'r, PgRow> + Serialize + Send + Sync + Unpin + 'static {
+    /// The export's name (its file name without extension).
+    const NAME: &'static str;
+    /// The column names, in the order of [`ExportRow::fields`].
+    const HEADER: &'static [&'static str];
+    /// The statement for a generation's schema, in key order.
+    fn sql(schema: &str) -> String;
+    /// The row's fields as text.
+    fn fields(&self) -> Vec<String>;
+}
+
+/// Every row of export `R`, one by one; `sql` is `R::sql` of the serving schema.
+pub fn rows<'c, R: ExportRow>(conn: &'c mut PgConnection, sql: &'c str) -> BoxStream<'c, Result<R, sqlx::Error>> {
+    sqlx::query_as(sql).fetch(conn)
+}
 
 /// One article of the catalogue.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -20,12 +38,19 @@ pub struct CatalogueRow {
     pub discontinued: bool,
 }
 
-impl CatalogueRow {
-    pub const HEADER: [&'static str; 7] = ["article", "name", "category", "unit", "unit_decimals", "reorder_point", "discontinued"];
+impl ExportRow for CatalogueRow {
+    const NAME: &'static str = "catalogue";
+    const HEADER: &'static [&'static str] = &["article", "name", "category", "unit", "unit_decimals", "reorder_point", "discontinued"];
 
-    /// The row's fields as text, in [`Self::HEADER`] order.
-    pub fn fields(&self) -> [String; 7] {
-        [
+    fn sql(schema: &str) -> String {
+        format!(
+            "select article_id as article, name, category, unit_code as unit, unit_decimals, reorder_point, discontinued
+             from {schema}.articles order by article_id"
+        )
+    }
+
+    fn fields(&self) -> Vec<String> {
+        vec![
             self.article.clone(),
             self.name.clone(),
             self.category.clone(),
@@ -50,13 +75,22 @@ pub struct StockRow {
     pub reserved: i64,
 }
 
-impl StockRow {
-    pub const HEADER: [&'static str; 8] =
-        ["article", "charge", "warehouse", "category", "quality_status", "expiry_date", "on_hand", "reserved"];
+impl ExportRow for StockRow {
+    const NAME: &'static str = "stock";
+    const HEADER: &'static [&'static str] =
+        &["article", "charge", "warehouse", "category", "quality_status", "expiry_date", "on_hand", "reserved"];
 
-    /// The row's fields as text, in [`Self::HEADER`] order.
-    pub fn fields(&self) -> [String; 8] {
-        [
+    fn sql(schema: &str) -> String {
+        format!(
+            "select c.article_id as article, c.charge, w.key as warehouse, c.category, c.quality_status, c.expiry_date,
+                    (w.value->>'on_hand')::int8 as on_hand, (w.value->>'reserved')::int8 as reserved
+             from {schema}.charges c cross join lateral jsonb_each(c.warehouses) w
+             order by c.article_id, c.charge, w.key"
+        )
+    }
+
+    fn fields(&self) -> Vec<String> {
+        vec![
             self.article.clone(),
             self.charge.clone(),
             self.warehouse.clone(),
@@ -69,36 +103,7 @@ impl StockRow {
     }
 }
 
-/// The statement of [`catalogue`] for a generation's schema.
-pub fn catalogue_sql(schema: &str) -> String {
-    format!(
-        "select article_id as article, name, category, unit_code as unit, unit_decimals, reorder_point, discontinued
-         from {schema}.articles order by article_id"
-    )
-}
-
-/// The statement of [`stock`] for a generation's schema.
-pub fn stock_sql(schema: &str) -> String {
-    format!(
-        "select c.article_id as article, c.charge, w.key as warehouse, c.category, c.quality_status, c.expiry_date,
-                (w.value->>'on_hand')::int8 as on_hand, (w.value->>'reserved')::int8 as reserved
-         from {schema}.charges c cross join lateral jsonb_each(c.warehouses) w
-         order by c.article_id, c.charge, w.key"
-    )
-}
-
-/// Every article, by id; `sql` is [`catalogue_sql`] of the serving schema.
-pub fn catalogue<'c>(conn: &'c mut PgConnection, sql: &'c str) -> BoxStream<'c, Result<CatalogueRow, sqlx::Error>> {
-    sqlx::query_as(sql).fetch(conn)
-}
-
-/// Every charge's stock per warehouse, by article, charge and warehouse;
-/// `sql` is [`stock_sql`] of the serving schema.
-pub fn stock<'c>(conn: &'c mut PgConnection, sql: &'c str) -> BoxStream<'c, Result<StockRow, sqlx::Error>> {
-    sqlx::query_as(sql).fetch(conn)
-}
-
 /// The readers' statements of one generation (prepared by `tests/schema.rs`).
 pub fn readers(s: &str) -> Vec<(&'static str, String)> {
-    vec![("export_catalogue", catalogue_sql(s)), ("export_stock", stock_sql(s))]
+    vec![("export_catalogue", CatalogueRow::sql(s)), ("export_stock", StockRow::sql(s))]
 }

@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use readmodel::exports::{self, CatalogueRow, StockRow};
+use readmodel::exports::{self, CatalogueRow, ExportRow, StockRow};
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -72,24 +72,8 @@ fn format(params: &ExportParams) -> Result<Format, ApiError> {
         (status = 503, description = "The read models cannot be reached", content_type = "application/problem+json"),
     )
 )]
-async fn catalogue(State(state): State<AppState>, QueryString(params): QueryString<ExportParams>) -> Result<Response, ApiError> {
-    let format = format(&params)?;
-    let schema = state.store.generation().map_err(|e| ApiError::Unavailable(e.into()))?.schema.clone();
-    let pool = state.store.pool().clone();
-    Ok(stream(format, "catalogue", move |tx| async move {
-        let mut conn = pool.acquire().await?;
-        let sql = exports::catalogue_sql(&schema);
-        let mut rows = exports::catalogue(&mut conn, &sql);
-        let mut out = Chunks::new(tx, format, &CatalogueRow::HEADER);
-        while let Some(row) = rows.next().await {
-            let row = row?;
-            if !out.push(&row, &row.fields()).await {
-                break;
-            }
-        }
-        out.finish().await;
-        Ok(())
-    }))
+async fn catalogue(state: State<AppState>, params: QueryString<ExportParams>) -> Result<Response, ApiError> {
+    export::<CatalogueRow>(state, params)
 }
 
 /// The stock of every charge in every warehouse, by article, charge and
@@ -102,15 +86,20 @@ async fn catalogue(State(state): State<AppState>, QueryString(params): QueryStri
         (status = 503, description = "The read models cannot be reached", content_type = "application/problem+json"),
     )
 )]
-async fn stock(State(state): State<AppState>, QueryString(params): QueryString<ExportParams>) -> Result<Response, ApiError> {
+async fn stock(state: State<AppState>, params: QueryString<ExportParams>) -> Result<Response, ApiError> {
+    export::<StockRow>(state, params)
+}
+
+/// Export `R` of the serving generation in the asked format, streamed.
+fn export<R: ExportRow>(State(state): State<AppState>, QueryString(params): QueryString<ExportParams>) -> Result<Response, ApiError> {
     let format = format(&params)?;
     let schema = state.store.generation().map_err(|e| ApiError::Unavailable(e.into()))?.schema.clone();
     let pool = state.store.pool().clone();
-    Ok(stream(format, "stock", move |tx| async move {
+    Ok(stream(format, R::NAME, move |tx| async move {
         let mut conn = pool.acquire().await?;
-        let sql = exports::stock_sql(&schema);
-        let mut rows = exports::stock(&mut conn, &sql);
-        let mut out = Chunks::new(tx, format, &StockRow::HEADER);
+        let sql = R::sql(&schema);
+        let mut rows = exports::rows::<R>(&mut conn, &sql);
+        let mut out = Chunks::new(tx, format, R::HEADER);
         while let Some(row) = rows.next().await {
             let row = row?;
             if !out.push(&row, &row.fields()).await {
