@@ -158,7 +158,7 @@ impl Chunks {
     fn new(tx: Sender, format: Format, header: &[&str]) -> Self {
         let mut buffer = Vec::with_capacity(CHUNK + 1024);
         if format == Format::Csv {
-            csv_line(&mut buffer, header.iter().copied());
+            platform::csv::line(&mut buffer, header.iter().copied());
         }
         Self { tx, format, buffer }
     }
@@ -166,7 +166,7 @@ impl Chunks {
     /// Adds a row; `false` when the client went away.
     async fn push<T: serde::Serialize>(&mut self, row: &T, fields: &[String]) -> bool {
         match self.format {
-            Format::Csv => csv_line(&mut self.buffer, fields.iter().map(String::as_str)),
+            Format::Csv => platform::csv::line(&mut self.buffer, fields.iter().map(String::as_str)),
             Format::Ndjson => {
                 serde_json::to_writer(&mut self.buffer, row).expect("a row serialises");
                 self.buffer.push(b'\n');
@@ -183,52 +183,5 @@ impl Chunks {
         if !self.buffer.is_empty() {
             let _ = self.tx.send(Ok(Bytes::from(self.buffer))).await;
         }
-    }
-}
-
-/// One CSV line (RFC 4180): fields with a separator, quote or line break
-/// quoted, quotes doubled; cells a spreadsheet would run as a formula
-/// prefixed with `'`.
-fn csv_line<'a>(out: &mut Vec<u8>, fields: impl Iterator<Item = &'a str>) {
-    for (i, field) in fields.enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        let formula = field.starts_with(['=', '+', '-', '@', '\t', '\r']);
-        let quote = formula || field.contains([',', '"', '\n', '\r']);
-        if quote {
-            out.push(b'"');
-        }
-        if formula {
-            out.push(b'\'');
-        }
-        for b in field.bytes() {
-            if b == b'"' {
-                out.push(b'"');
-            }
-            out.push(b);
-        }
-        if quote {
-            out.push(b'"');
-        }
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::csv_line;
-
-    fn line(fields: &[&str]) -> String {
-        let mut out = Vec::new();
-        csv_line(&mut out, fields.iter().copied());
-        String::from_utf8(out).unwrap()
-    }
-
-    #[test]
-    fn csv_quotes_what_needs_it_and_neutralises_formulas() {
-        assert_eq!(line(&["ART-1", "Bolt, M8", "say \"hi\""]), "ART-1,\"Bolt, M8\",\"say \"\"hi\"\"\"\r\n");
-        assert_eq!(line(&["=HYPERLINK(\"x\")", "+1", "-2", "@a", "ok"]), "\"'=HYPERLINK(\"\"x\"\")\",\"'+1\",\"'-2\",\"'@a\",ok\r\n");
-        assert_eq!(line(&["", "3"]), ",3\r\n");
     }
 }
