@@ -6,9 +6,11 @@
 //! Nothing here knows the warehouse domain; that is the `events` crate.
 
 pub mod auth;
+pub mod csv;
 pub mod db;
 pub mod health;
 pub mod http;
+pub mod jobs;
 pub mod kafka;
 pub mod metrics;
 pub mod openapi;

@@ -25,7 +25,7 @@ pub static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
     registry
 });
 
-fn register<T: prometheus::core::Collector + Clone + 'static>(metric: T) -> T {
+pub(crate) fn register<T: prometheus::core::Collector + Clone + 'static>(metric: T) -> T {
     REGISTRY.register(Box::new(metric.clone())).expect("metric names are unique");
     metric
 }
