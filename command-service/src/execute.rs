@@ -102,14 +102,38 @@ pub struct GroupCommit {
     pub max_batch: usize,
 }
 
-struct Job {
-    stream: StreamId,
-    command: Command,
-    meta: CommandMeta,
-    key: Option<IdempotencyKey>,
+/// A command to decide: its stream, its provenance and where its sender may act.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub stream: StreamId,
+    pub command: Command,
+    pub meta: CommandMeta,
     /// The warehouses the sender may act in.
-    scope: Scope,
+    pub scope: Scope,
+}
+
+impl Request {
+    pub fn new(command: Command, meta: CommandMeta, scope: Scope) -> Self {
+        Self { stream: StreamId::article(command.article()), command, meta, scope }
+    }
+}
+
+impl AsRef<Request> for Request {
+    fn as_ref(&self) -> &Request {
+        self
+    }
+}
+
+struct Job {
+    request: Request,
+    key: Option<IdempotencyKey>,
     reply: oneshot::Sender<Result<Outcome, ExecuteError>>,
+}
+
+impl AsRef<Request> for Job {
+    fn as_ref(&self) -> &Request {
+        &self.request
+    }
 }
 
 /// Decides and appends commands, grouped into transactions.
@@ -157,12 +181,12 @@ impl Executor {
         key: Option<&IdempotencyKey>,
         scope: Scope,
     ) -> Result<Outcome, ExecuteError> {
-        let stream = StreamId::article(command.article());
+        let request = Request::new(command, meta, scope);
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        stream.hash(&mut hasher);
+        request.stream.hash(&mut hasher);
         let lane = &self.lanes[hasher.finish() as usize % self.lanes.len()];
         let (reply, answer) = oneshot::channel();
-        let job = Job { stream, command, meta, key: key.cloned(), scope, reply };
+        let job = Job { request, key: key.cloned(), reply };
         lane.send(job).await.map_err(|_| ExecuteError::Stopped)?;
         answer.await.map_err(|_| ExecuteError::Stopped)?
     }
@@ -185,7 +209,7 @@ async fn run_lane(mut rx: mpsc::Receiver<Job>, mut lane: Lane, max_batch: usize)
 }
 
 /// What became of one job in a decided batch.
-enum Decided {
+pub(crate) enum Decided {
     Accepted { answer: Accepted },
     Refused(DomainError),
     /// Its key is held by an earlier request: answered from the record after commit.
@@ -350,18 +374,18 @@ async fn try_batch(lane: &mut Lane, jobs: &[Job]) -> Result<Vec<Decided>, Append
     Ok(batch.into_outcome(&mut lane.cache))
 }
 
-fn streams_of(jobs: &[Job]) -> Vec<&StreamId> {
-    let mut streams: Vec<&StreamId> = jobs.iter().map(|j| &j.stream).collect();
+pub(crate) fn streams_of<J: AsRef<Request>>(jobs: &[J]) -> Vec<&StreamId> {
+    let mut streams: Vec<&StreamId> = jobs.iter().map(|j| &j.as_ref().stream).collect();
     streams.sort_unstable();
     streams.dedup();
     streams
 }
 
 /// A batch decided in memory, not yet written.
-struct DecidedBatch {
-    decided: Vec<Decided>,
+pub(crate) struct DecidedBatch {
+    pub(crate) decided: Vec<Decided>,
     envelopes: Vec<Envelope>,
-    states: BTreeMap<StreamId, ArticleState>,
+    pub(crate) states: BTreeMap<StreamId, ArticleState>,
     /// Version of each stream's latest stored snapshot.
     snapshots: HashMap<StreamId, u64>,
     /// Streams written, with the version each was decided on.
@@ -371,7 +395,7 @@ struct DecidedBatch {
 impl DecidedBatch {
     /// What to write: the events, and per stream written its versions and,
     /// every [`store::SNAPSHOT_EVERY`] events, its state as a snapshot.
-    fn writes(&mut self) -> (Vec<Envelope>, Vec<store::StreamWrite>) {
+    pub(crate) fn writes(&mut self) -> (Vec<Envelope>, Vec<store::StreamWrite>) {
         let streams = self
             .touched
             .iter()
@@ -390,7 +414,7 @@ impl DecidedBatch {
     }
 
     /// Each job's outcome; the new states of the streams written go into `cache`.
-    fn into_outcome(mut self, cache: &mut StateCache) -> Vec<Decided> {
+    pub(crate) fn into_outcome(mut self, cache: &mut StateCache) -> Vec<Decided> {
         for (s, _) in std::mem::take(&mut self.touched) {
             let state = self.states.remove(&s).expect("touched streams were loaded");
             let snapshot = if self.snapshot_due(&s, state.version) { state.version } else { self.snapshots[&s] };
@@ -407,11 +431,11 @@ impl DecidedBatch {
 }
 
 /// Decides every job in order, each against the state the ones before it left.
-fn decide_all(
+pub(crate) fn decide_all<J: AsRef<Request>>(
     policy: &Policy,
-    jobs: &[Job],
+    jobs: &[J],
     (mut states, snapshots): store::Loaded,
-    replays: impl Fn(usize, &Job) -> bool,
+    replays: impl Fn(usize, &J) -> bool,
 ) -> DecidedBatch {
     let mut decided = Vec::with_capacity(jobs.len());
     let mut written = Vec::new();
@@ -421,6 +445,7 @@ fn decide_all(
             decided.push(Decided::Replay);
             continue;
         }
+        let job = job.as_ref();
         let state = states.get_mut(&job.stream).expect("every stream was loaded");
         let context = Context { now: job.meta.recorded_at, policy };
         match decide(state, job.command.clone(), &context).and_then(|events| job.scope.permit(events)) {

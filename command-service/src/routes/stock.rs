@@ -38,12 +38,35 @@ pub struct MovementRequest {
     pub posted_at: Option<DateTime<Utc>>,
 }
 
-struct Movement {
+/// A receipt or an issue, checked.
+pub(crate) struct Movement {
     article: ArticleId,
     charge: ChargeNo,
     warehouse: WarehouseId,
     quantity: Quantity,
     posted_at: Option<DateTime<Utc>>,
+}
+
+impl Movement {
+    pub(crate) fn receipt(self) -> Command {
+        Command::PostReceipt(PostReceipt {
+            article: self.article,
+            charge: self.charge,
+            warehouse: self.warehouse,
+            quantity: self.quantity,
+            posted_at: self.posted_at,
+        })
+    }
+
+    pub(crate) fn issue(self) -> Command {
+        Command::PostIssue(PostIssue {
+            article: self.article,
+            charge: self.charge,
+            warehouse: self.warehouse,
+            quantity: self.quantity,
+            posted_at: self.posted_at,
+        })
+    }
 }
 
 impl TryFrom<MovementRequest> for Movement {
@@ -69,14 +92,7 @@ async fn receipt(
     JsonBody(request): JsonBody<MovementRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let m: Movement = request.try_into()?;
-    let command = Command::PostReceipt(PostReceipt {
-        article: m.article,
-        charge: m.charge,
-        warehouse: m.warehouse,
-        quantity: m.quantity,
-        posted_at: m.posted_at,
-    });
-    execute(&state, &ctx, command).await
+    execute(&state, &ctx, m.receipt()).await
 }
 
 #[utoipa::path(
@@ -89,14 +105,7 @@ async fn issue(
     JsonBody(request): JsonBody<MovementRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let m: Movement = request.try_into()?;
-    let command = Command::PostIssue(PostIssue {
-        article: m.article,
-        charge: m.charge,
-        warehouse: m.warehouse,
-        quantity: m.quantity,
-        posted_at: m.posted_at,
-    });
-    execute(&state, &ctx, command).await
+    execute(&state, &ctx, m.issue()).await
 }
 
 /// Body of `POST /stock/transfers`.
