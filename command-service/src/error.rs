@@ -34,6 +34,18 @@ pub enum ApiError {
     /// 409: too many concurrent writers on the same stream; retrying later may succeed.
     #[error("{0}")]
     Contention(String),
+    /// 400: a query or path parameter is invalid.
+    #[error("parameter {name}: {reason}")]
+    BadParameter { name: String, reason: String },
+    /// 404: no such job, or not one of the caller's.
+    #[error("no job {0}")]
+    NotFoundJob(uuid::Uuid),
+    /// 404: the job has no result file (yet).
+    #[error("job {0} has no result file (yet)")]
+    NoFile(uuid::Uuid),
+    /// 409: the job's status does not allow the change.
+    #[error("the job is {}", .0.as_str())]
+    JobStatus(platform::jobs::Status),
     /// 503: PostgreSQL cannot be reached; the cause is logged, not echoed.
     #[error("database unavailable")]
     Unavailable(#[source] Arc<sqlx::Error>),
@@ -47,6 +59,10 @@ impl ApiError {
     pub fn database(e: impl Into<Arc<sqlx::Error>>) -> Self {
         let e = e.into();
         if platform::db::is_unreachable(&e) { ApiError::Unavailable(e) } else { ApiError::Internal(anyhow::Error::new(e)) }
+    }
+
+    pub fn bad_parameter(name: impl Into<String>, reason: impl ToString) -> Self {
+        ApiError::BadParameter { name: name.into(), reason: reason.to_string() }
     }
 
     pub fn invalid(field: impl Into<String>, reason: impl ToString) -> Self {
@@ -116,6 +132,14 @@ impl IntoResponse for ApiError {
                 problem
             }
             ApiError::Contention(_) => Problem::new(StatusCode::CONFLICT, "contention", detail),
+            ApiError::BadParameter { name, reason } => {
+                Problem::new(StatusCode::BAD_REQUEST, "invalid-parameter", detail).with("field", name).with("reason", reason)
+            }
+            ApiError::NotFoundJob(_) => Problem::new(StatusCode::NOT_FOUND, "job-not-found", detail),
+            ApiError::NoFile(_) => Problem::new(StatusCode::NOT_FOUND, "no-file", detail),
+            ApiError::JobStatus(status) => {
+                Problem::new(StatusCode::CONFLICT, "job-status", detail).with("job_status", status.as_str())
+            }
             ApiError::Unavailable(cause) => {
                 tracing::error!(error = %cause, "database unavailable");
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)

@@ -6,9 +6,12 @@
 //! [`relay`] then publishes them to Kafka in commit order; [`republish`]
 //! rebuilds a lost topic from the event store.
 
+pub mod bulk;
 pub mod error;
 pub mod execute;
 pub mod idempotency;
+pub mod import;
+pub mod jobs;
 pub mod relay;
 pub mod republish;
 pub mod routes;

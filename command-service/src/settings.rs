@@ -26,6 +26,8 @@ pub struct Settings {
     pub group_commit: GroupCommitSettings,
     /// Who may call the API (docs/security.md).
     pub auth: AuthSettings,
+    /// Background job submissions (docs/jobs.md).
+    pub jobs: JobsSettings,
     /// Logging.
     pub log: LogSettings,
 }
@@ -41,6 +43,7 @@ impl Default for Settings {
             idempotency_ttl_secs: 86_400,
             group_commit: GroupCommitSettings::default(),
             auth: AuthSettings::default(),
+            jobs: JobsSettings::default(),
             log: LogSettings::default(),
         }
     }
@@ -120,5 +123,24 @@ pub struct GroupCommitSettings {
 impl Default for GroupCommitSettings {
     fn default() -> Self {
         Self { lanes: 1, max_batch: 256 }
+    }
+}
+
+/// Limits of job submissions (`/jobs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobsSettings {
+    /// Largest import file, in bytes; a larger upload is refused with 413
+    /// (at once when its `Content-Length` says so, else when it passes it).
+    pub max_upload_bytes: u64,
+    /// Longest line of an import file, in bytes; a longer one refuses the
+    /// upload with 422 naming the line.
+    pub max_line_bytes: usize,
+    /// Attempts a job gets before it is dead (a worker killed counts as one).
+    pub max_attempts: i32,
+}
+
+impl Default for JobsSettings {
+    fn default() -> Self {
+        Self { max_upload_bytes: 1 << 30, max_line_bytes: 64 * 1024, max_attempts: 5 }
     }
 }

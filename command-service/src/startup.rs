@@ -32,12 +32,19 @@ use crate::settings::Settings;
                        the role it lists; the events record the credential's principal as their actor \
                        (`X-Actor` is ignored). Errors are RFC 9457 problem+json."
     ),
-    components(schemas(crate::execute::Accepted, platform::problem::Problem)),
+    components(schemas(
+        crate::execute::Accepted,
+        platform::problem::Problem,
+        crate::jobs::JobKind,
+        crate::jobs::params::ImportFormat,
+        platform::jobs::Status
+    )),
     tags(
         (name = "articles", description = "Articles (Artikel)"),
         (name = "charges", description = "Charges (lots) of an article"),
         (name = "stock", description = "Stock movements"),
         (name = "reservations", description = "Reservations of part of a charge"),
+        (name = "jobs", description = "Background jobs: bulk imports, reports (docs/jobs.md)"),
     )
 )]
 #[derive(Debug)]
@@ -55,16 +62,21 @@ pub fn router(state: AppState, idempotency: Idempotency, access: Access) -> (Rou
             vec![("postgres", db)]
         }
     });
-    let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (commands, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::articles::router())
         .merge(routes::charges::router())
         .merge(routes::stock::router())
         .merge(routes::reservations::router())
         .split_for_parts();
+    // Jobs keep their own idempotency keys (in `jobs`) and stream their
+    // uploads: outside the commands' idempotency layer and its body limit.
+    let (jobs, jobs_doc) = OpenApiRouter::new().merge(crate::jobs::router()).split_for_parts();
     let mut openapi = openapi;
+    openapi.merge(jobs_doc);
     let gate = access.gate(&mut openapi);
-    let router = api
+    let router = commands
         .route_layer(axum::middleware::from_fn_with_state(idempotency, crate::idempotency::middleware::middleware))
+        .merge(jobs)
         .with_state(state)
         .route("/openapi.json", get(move || async move { Json(openapi) }))
         .merge(platform::metrics::router(move || platform::metrics::observe_pool(&metrics_pool)))
@@ -94,7 +106,7 @@ impl Application {
         let connect = settings.database.connect_options()?;
         let wake = Arc::new(Wake::default());
         let executor = Executor::new(pool.clone(), connect.clone(), settings.domain.policy()?, group, wake.clone());
-        let state = AppState { executor: Arc::new(executor), pool: pool.clone() };
+        let state = AppState { executor: Arc::new(executor), pool: pool.clone(), jobs: Arc::new(settings.jobs.clone()) };
         let idempotency = Idempotency {
             pool: pool.clone(),
             ttl: Duration::from_secs(settings.idempotency_ttl_secs),

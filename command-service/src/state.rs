@@ -1,15 +1,19 @@
-//! What every handler can reach: the executor of commands and the pool.
+//! What every handler can reach: the executor of commands, the pool and
+//! the limits of job submissions.
 
 use std::sync::Arc;
 
 use sqlx::PgPool;
 
 use crate::execute::Executor;
+use crate::settings::JobsSettings;
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub executor: Arc<Executor>,
     pub pool: PgPool,
+    /// Limits of job submissions.
+    pub jobs: Arc<JobsSettings>,
 }
 
