@@ -20,6 +20,7 @@ pub mod audit;
 pub mod exports;
 pub mod generation;
 pub mod keys;
+pub mod reports;
 pub mod tables;
 
 pub use generation::{Generation, active, serving};

@@ -55,6 +55,7 @@ async fn every_writer_and_reader_statement_prepares_against_a_generation() -> an
         tables::categories::readers(s),
         tables::documents::readers(s),
         tables::offsets::readers(s),
+        readmodel::reports::readers(s),
         tables::dead_letters::readers(s),
         tables::redis_outbox::readers(s),
         readmodel::exports::readers(s),
