@@ -53,7 +53,7 @@ pub fn http_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder().default_headers(headers)
 }
 
-/// One of the three service binaries, running.
+/// One of the service binaries (command-service, projector, query-service, worker), running.
 #[derive(Debug)]
 pub struct Service {
     pub name: &'static str,
@@ -147,8 +147,10 @@ impl Service {
             .env("APP_LOG__FILTER", "info")
             .stdin(Stdio::null())
             .kill_on_drop(true);
-        command.env("APP_KAFKA__BROKERS", &env.kafka.brokers).env("APP_KAFKA__EVENTS_TOPIC", &env.kafka.events_topic);
-        if name != "command-service" {
+        if name != "worker" {
+            command.env("APP_KAFKA__BROKERS", &env.kafka.brokers).env("APP_KAFKA__EVENTS_TOPIC", &env.kafka.events_topic);
+        }
+        if name != "command-service" && name != "worker" {
             command.env("APP_REDIS__URL", &env.redis.url).env("APP_REDIS__KEY_PREFIX", &env.redis.key_prefix);
         }
         if name == "projector" {

@@ -11,11 +11,12 @@ fn compose() -> Yaml {
     YamlLoader::load_from_str(&text).expect("docker-compose.yml is YAML").remove(0)
 }
 
-fn settings_of_each_service() -> [(&'static str, Vec<String>); 3] {
+fn settings_of_each_service() -> [(&'static str, Vec<String>); 4] {
     [
         ("command-service", platform::settings::env_names::<command_service::Settings>()),
         ("projector", platform::settings::env_names::<projector::Settings>()),
         ("query-service", platform::settings::env_names::<query_service::Settings>()),
+        ("worker", platform::settings::env_names::<worker::Settings>()),
     ]
 }
 
@@ -44,11 +45,12 @@ fn every_app_variable_in_the_compose_file_is_a_setting_of_its_service() {
 fn the_compose_file_has_the_whole_deployment_with_health_checks() {
     let doc = compose();
     for name in [
-        "postgres", "redis", "kafka", "kafka-init", "command-service", "projector", "query-service", "prometheus", "grafana",
+        "postgres", "redis", "kafka", "kafka-init", "command-service", "projector", "query-service", "worker", "prometheus",
+        "grafana",
     ] {
         assert!(!doc["services"][name].is_badvalue(), "service {name} is missing");
     }
-    for name in ["postgres", "redis", "kafka", "command-service", "projector", "query-service"] {
+    for name in ["postgres", "redis", "kafka", "command-service", "projector", "query-service", "worker"] {
         assert!(!doc["services"][name]["healthcheck"].is_badvalue(), "{name} has no health check");
     }
     let roles = doc["services"]["kafka"]["environment"]["KAFKA_PROCESS_ROLES"].as_str();
@@ -103,7 +105,7 @@ fn prometheus_and_grafana_are_provisioned_from_files_that_exist() {
     }
     // Prometheus scrapes every service of the compose file on the port it listens on.
     let config = std::fs::read_to_string(root.join("deploy/prometheus/prometheus.yml")).unwrap();
-    for (name, port) in [("command-service", "8081"), ("projector", "8083"), ("query-service", "8082")] {
+    for (name, port) in [("command-service", "8081"), ("projector", "8083"), ("query-service", "8082"), ("worker", "8084")] {
         assert_eq!(doc["services"][name]["environment"]["APP_HTTP__PORT"].as_str(), Some(port));
         assert!(config.contains(&format!("{name}:{port}")), "prometheus.yml does not scrape {name}:{port}");
     }
@@ -111,7 +113,7 @@ fn prometheus_and_grafana_are_provisioned_from_files_that_exist() {
     let dashboard: serde_json::Value =
         serde_json::from_slice(&std::fs::read(root.join("deploy/grafana/dashboards/erp-stock.json")).unwrap()).unwrap();
     let titles: Vec<&str> = dashboard["panels"].as_array().unwrap().iter().filter_map(|p| p["title"].as_str()).collect();
-    for wanted in ["Top 10 slowest", "Requests per second by route", "CPU", "Memory", "Database connections", "Projection lag", "Outbox backlog", "Cache hit rate", "Projector partitions", "Projector stalled"] {
+    for wanted in ["Top 10 slowest", "Requests per second by route", "CPU", "Memory", "Database connections", "Projection lag", "Outbox backlog", "Cache hit rate", "Projector partitions", "Projector stalled", "Jobs by kind and status", "Oldest due job"] {
         assert!(titles.iter().any(|t| t.starts_with(wanted)), "no panel {wanted:?} in {titles:?}");
     }
 }

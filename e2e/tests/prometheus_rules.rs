@@ -23,7 +23,7 @@ fn promtool(args: &[&str]) -> String {
 fn the_prometheus_config_and_the_alert_rules_are_valid() {
     promtool(&["check", "config", "prometheus.yml"]);
     let rules = promtool(&["check", "rules", "alerts.yml"]);
-    assert!(rules.contains("12 rules found"), "{rules}");
+    assert!(rules.contains("15 rules found"), "{rules}");
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! A real Prometheus (Debian's package, as installed by scripts/infra.sh
-//! up-test) scrapes the three running services with the project's alert
+//! up-test) scrapes the four running services with the project's alert
 //! rules: every target is up and the key series exist.
 
 use std::time::Duration;
@@ -56,6 +56,7 @@ async fn a_real_prometheus_scrapes_every_service_and_sees_the_key_series() -> an
     let command = Service::start("command-service", &env, &[]).await?;
     let projector = Service::start("projector", &env, &[]).await?;
     let query = Service::start("query-service", &env, &[]).await?;
+    let worker = Service::start("worker", &env, &[]).await?;
     let http = e2e::http();
     let r = http
         .post(format!("{}/articles", command.base_url))
@@ -66,8 +67,8 @@ async fn a_real_prometheus_scrapes_every_service_and_sees_the_key_series() -> an
     http.get(format!("{}/articles/ART-S/stock", query.base_url)).send().await?;
 
     let host = |s: &Service| s.base_url.trim_start_matches("http://").to_owned();
-    let (c, p, q) = (host(&command), host(&projector), host(&query));
-    let prometheus = start_prometheus(&[("command-service", &c), ("projector", &p), ("query-service", &q)])?;
+    let (c, p, q, w) = (host(&command), host(&projector), host(&query), host(&worker));
+    let prometheus = start_prometheus(&[("command-service", &c), ("projector", &p), ("query-service", &q), ("worker", &w)])?;
     let api = |path: String| {
         let http = http.clone();
         async move { http.get(path).send().await.ok()?.json::<Value>().await.ok() }
@@ -76,10 +77,10 @@ async fn a_real_prometheus_scrapes_every_service_and_sees_the_key_series() -> an
     let up = eventually(Duration::from_secs(60), "every target up", || async {
         let body = api(format!("{}/api/v1/query?query=up", prometheus.url)).await?;
         let results = body["data"]["result"].as_array()?.clone();
-        (results.len() == 3 && results.iter().all(|r| r["value"][1] == "1")).then_some(results)
+        (results.len() == 4 && results.iter().all(|r| r["value"][1] == "1")).then_some(results)
     })
     .await?;
-    assert_eq!(up.len(), 3);
+    assert_eq!(up.len(), 4);
 
     for (series, job) in [
         ("erp_http_requests_total", "command-service"),
@@ -92,6 +93,8 @@ async fn a_real_prometheus_scrapes_every_service_and_sees_the_key_series() -> an
         ("erp_projector_partitions_unowned", "projector"),
         ("erp_http_requests_total", "query-service"),
         ("process_resident_memory_bytes", "query-service"),
+        ("erp_jobs", "worker"),
+        ("erp_jobs_oldest_due_seconds", "worker"),
     ] {
         let query = format!("{}/api/v1/query?query={series}{{job=\"{job}\"}}", prometheus.url);
         eventually(Duration::from_secs(30), &format!("{series} of {job}"), || async {
@@ -103,10 +106,10 @@ async fn a_real_prometheus_scrapes_every_service_and_sees_the_key_series() -> an
 
     let rules = api(format!("{}/api/v1/rules", prometheus.url)).await.expect("rules");
     let loaded: usize = rules["data"]["groups"].as_array().unwrap().iter().map(|g| g["rules"].as_array().unwrap().len()).sum();
-    assert_eq!(loaded, 12, "the alert rules are loaded");
+    assert_eq!(loaded, 15, "the alert rules are loaded");
 
     drop(prometheus);
-    for service in [query, projector, command] {
+    for service in [worker, query, projector, command] {
         service.stop().await?;
     }
     Ok(())
