@@ -2,7 +2,7 @@
 # Sets up everything and runs the whole system with demo data.
 #
 # Starts PostgreSQL, Redis and the broker (installing what is missing), builds
-# the three services, starts them in the background, posts a small demo data
+# the services, starts them in the background, posts a small demo data
 # set and prints where everything is. `scripts/stop.sh` stops it all again.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -23,6 +23,7 @@ export APP_REDIS__URL="redis://$REDIS_HOST:$REDIS_PORT/0"
 COMMAND_URL="http://127.0.0.1:${APP_COMMAND_PORT:-8081}"
 QUERY_URL="http://127.0.0.1:${APP_QUERY_PORT:-8082}"
 PROJECTOR_URL="http://127.0.0.1:${APP_PROJECTOR_PORT:-8083}"
+WORKER_URL="http://127.0.0.1:${APP_WORKER_PORT:-8084}"
 
 start_service() {
   local name=$1 port=$2
@@ -44,9 +45,11 @@ wait_ready() {
 start_service command-service "${COMMAND_URL##*:}"
 start_service projector "${PROJECTOR_URL##*:}"
 start_service query-service "${QUERY_URL##*:}"
+start_service worker "${WORKER_URL##*:}"
 wait_ready command-service "$COMMAND_URL"
 wait_ready projector "$PROJECTOR_URL"
 wait_ready query-service "$QUERY_URL"
+wait_ready worker "$WORKER_URL"
 
 # API keys (docs/security.md): kept in the state directory and reused while
 # they are valid; a key's name stays taken, so each new one gets a fresh name.
@@ -75,6 +78,7 @@ The stock back end is running.
   command-service  $COMMAND_URL   (write API)
   query-service    $QUERY_URL   (read API)
   projector        $PROJECTOR_URL   (health)
+  worker           $WORKER_URL   (background jobs; health)
   logs             $STATE_DIR/*.log
 
 Every API call needs an API key (docs/security.md). Two were made for the
@@ -105,6 +109,13 @@ Try:
   curl -s $QUERY_URL/low-stock -H "Authorization: Bearer \$KEY"
   curl -s "$QUERY_URL/articles/ART-1000/stock/as-of?at=\$(date -u +%Y-%m-%dT%H:%M:%SZ)" -H "Authorization: Bearer \$KEY"
   curl -s $QUERY_URL/projection/status -H "Authorization: Bearer \$KEY"
+
+  # background jobs (docs/jobs.md): a bulk import, a report as a spreadsheet
+  printf '%s\n' 'type,article,charge,warehouse,quantity' 'receipt,ART-1000,L-2026-11-A,WH-NORTH,5' > /tmp/receipts.csv
+  curl -s -X POST '$COMMAND_URL/jobs/imports?format=csv' -H "Authorization: Bearer \$KEY" --data-binary @/tmp/receipts.csv
+  curl -s -X POST $COMMAND_URL/jobs/reports -H "Authorization: Bearer \$KEY" -H 'content-type: application/json' \\
+       -d '{"report":"stock","format":"xlsx"}'
+  curl -s '$COMMAND_URL/jobs?limit=5' -H "Authorization: Bearer \$KEY"     # then GET /jobs/{id}, /jobs/{id}/result
 
   # who did what (docs/security.md)
   curl -s '$QUERY_URL/audit?limit=5' -H "Authorization: Bearer \$KEY"
