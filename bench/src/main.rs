@@ -6,6 +6,9 @@
 //! single-row INSERT commit rate of the same PostgreSQL at the same
 //! concurrency.
 //!
+//! `scripts/bench.sh imports` — a bulk import's lines per second against
+//! the HTTP command rate of the same run, and a report over its movements.
+//!
 //! `scripts/bench.sh projector` — projector catch-up over a preloaded topic
 //! against batch upserts of the same PostgreSQL, the broker's fetch rate and
 //! the apply code fed from memory; and steady-state freshness.
@@ -20,6 +23,7 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 mod freshness;
+mod imports;
 mod projector;
 mod queries;
 mod stats;
@@ -64,6 +68,27 @@ enum Bench {
         /// medians are reported.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+    },
+    /// Bulk import lines per second vs. the HTTP command rate of the same run.
+    Imports {
+        /// Receipt lines in the imported file.
+        #[arg(long, default_value_t = 1_000_000)]
+        lines: usize,
+        /// Articles they are spread over.
+        #[arg(long, default_value_t = 1000)]
+        articles: usize,
+        /// wrk connections of the HTTP baseline.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Seconds of the HTTP baseline per round.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Rounds, each the baseline and an import.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+        /// Then relay and project everything and time a movements report over it.
+        #[arg(long)]
+        report: bool,
     },
     /// Projector catch-up vs. batch upserts, and steady-state freshness.
     Projector {
@@ -130,6 +155,9 @@ async fn main() -> anyhow::Result<()> {
             let plan = commands::Plan { duration: Duration::from_secs(seconds), articles, rounds: rounds.max(1) };
             let relays: Vec<bool> = relay.iter().map(|r| *r == Toggle::On).collect();
             commands::run(plan, &clients, &relays).await
+        }
+        Bench::Imports { lines, articles, clients, seconds, rounds, report } => {
+            imports::run(imports::Plan { lines, articles, clients, seconds, rounds: rounds.max(1), report }).await
         }
         Bench::Projector { events, articles, batch_size, skew, rate, seconds, parts, lanes } => {
             projector::run(events, articles, batch_size, skew, rate, seconds, &parts, lanes).await
