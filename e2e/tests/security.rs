@@ -171,6 +171,11 @@ async fn a_scanner_acts_only_in_its_warehouse_and_the_audit_trail_names_it_whate
     // The charge's registration (2), receipt (3), reservation (4), the
     // scanner's receipt (5), newest first; not the article's registration.
     assert_eq!(seen, vec![5, 4, 3, 2]);
+    // No stored text holds a NUL: such a filter is refused, naming it (it
+    // once reached PostgreSQL, which refused it: a 503).
+    let nul = audit("correlation_id=a%00b").await?;
+    assert_eq!(nul.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(nul.json::<Value>().await?["field"], "correlation_id");
     let r = audit("charge=L1").await?;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(r.json::<Value>().await?["field"], "charge");

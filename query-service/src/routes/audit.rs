@@ -75,6 +75,8 @@ async fn audit_trail(State(state): State<AppState>, QueryString(params): QuerySt
     let text = |name: &str, raw: Option<String>| -> Result<Option<String>, ApiError> {
         match raw {
             Some(v) if v.is_empty() || v.len() > 200 => Err(ApiError::bad(name, "must be 1 to 200 characters long")),
+            // PostgreSQL text holds no NUL, so no event's actor or correlation id does.
+            Some(v) if v.contains('\0') => Err(ApiError::bad(name, "must not contain a NUL character")),
             other => Ok(other),
         }
     };

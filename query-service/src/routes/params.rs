@@ -94,7 +94,7 @@ impl JsonSchema for ActorValue {
     }
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({ "type": "string", "minLength": 1, "maxLength": 200 })
+        json_schema!({ "type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[^\\u0000]*$" })
     }
 }
 
