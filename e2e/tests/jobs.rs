@@ -305,6 +305,8 @@ async fn a_failing_job_is_retried_on_its_backoff_schedule_goes_dead_and_succeeds
     // The dead-job queue lists it.
     let dead: Value = http.get(format!("{}/jobs?status=dead", writer.base_url)).send().await?.json().await?;
     assert!(dead["jobs"].as_array().unwrap().iter().any(|j| j["id"] == job["id"]), "{dead}");
+    let r = http.get(format!("{}/jobs?submitter=a%00b", writer.base_url)).send().await?;
+    assert_eq!(r.status(), 400, "a NUL cannot be in any stored principal");
 
     // Waits of at least half the doubling step: 400 ms, then 800 ms (base 400 ms).
     let attempts: Vec<Value> = http.get(format!("{}{loc}/attempts", writer.base_url)).send().await?.json().await?;

@@ -112,6 +112,7 @@ pub struct ListQuery {
     #[param(value_type = Option<Status>)]
     status: Option<String>,
     /// Only jobs of this principal (admins; anyone else sees only their own).
+    #[param(pattern = "^[^\\u0000]{1,300}$")]
     submitter: Option<String>,
     /// `next_cursor` of the previous page.
     #[param(pattern = "^[0-9]{1,16}_[0-9a-f]{32}$")]
@@ -156,6 +157,11 @@ async fn list(
         })?),
         None => None,
     };
+    if let Some(s) = &query.submitter
+        && (s.is_empty() || s.len() > 300 || s.contains('\0'))
+    {
+        return Err(ApiError::bad_parameter("submitter", "1 to 300 characters, no NUL"));
+    }
     let submitter = if principal.roles.contains(Role::Admin) { query.submitter.clone() } else { Some(principal.actor()) };
     let limit = query.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
