@@ -121,7 +121,6 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
     println!("| round | HTTP commands/s | import lines/s | ratio | upload |");
     println!("|---:|---:|---:|---:|---:|");
     let mut ratios = Vec::new();
-    let mut last_job = None;
     for round in 1..=plan.rounds {
         eprintln!("round {round}: the HTTP path ...");
         let load = crate::wrk::run(&base, &script, plan.seconds, plan.clients, Placement::Anywhere).await?;
@@ -145,13 +144,11 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
         let ratio = rate / load.per_second;
         ratios.push(ratio);
         println!("| {round} | {:.0} | {rate:.0} | {ratio:.2}x | {:.1} s |", load.per_second, upload.as_secs_f64());
-        last_job = Some(id);
     }
     println!("\nratio (median of rounds): {:.2}x (target: at least 0.50x)", median(ratios));
     std::fs::remove_file(&path)?;
 
     if plan.report {
-        let _ = last_job;
         report(&env, &base, &pool).await?;
     }
     Ok(())

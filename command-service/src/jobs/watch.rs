@@ -70,6 +70,7 @@ pub(super) async fn events(
     }
     let job = visible(&state, &principal, job_id(&id)?).await?;
     let pool = state.pool.clone();
+    let id = job.id;
     let until = tokio::time::Instant::now() + Duration::from_secs(wait);
     // (the job to send, the last one sent, done)
     let stream = futures::stream::unfold((Some(job), None::<String>, false), move |(next, last, done)| {
@@ -88,7 +89,7 @@ pub(super) async fn events(
                             return Some((Ok(event), (None, last, true)));
                         }
                         tokio::time::sleep(POLL).await;
-                        match queue::get(&pool, id_of(&last)?).await {
+                        match queue::get(&pool, id).await {
                             Ok(Some(job)) => job,
                             // Discarded meanwhile, or the database is gone: end the stream.
                             Ok(None) | Err(_) => return None,
@@ -106,11 +107,6 @@ pub(super) async fn events(
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
-}
-
-fn id_of(last: &Option<String>) -> Option<uuid::Uuid> {
-    let json: serde_json::Value = serde_json::from_str(last.as_deref()?).ok()?;
-    json["id"].as_str()?.parse().ok()
 }
 
 #[utoipa::path(
