@@ -260,6 +260,9 @@ macro_rules! for_each_event {
 macro_rules! event_impls {
     ($($variant:ident $version:literal),* $(,)?) => {
         impl Event {
+            /// Every event type name.
+            pub const TYPES: &'static [&'static str] = &[$(stringify!($variant)),*];
+
             /// Stable type name, as in the envelope and the CloudEvents `type`.
             pub fn event_type(&self) -> &'static str {
                 match self {

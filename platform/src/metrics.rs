@@ -25,7 +25,9 @@ pub static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
     registry
 });
 
-pub(crate) fn register<T: prometheus::core::Collector + Clone + 'static>(metric: T) -> T {
+/// Registers a metric in the registry `/metrics` serves (also for the
+/// services' own metrics modules).
+pub fn register<T: prometheus::core::Collector + Clone + 'static>(metric: T) -> T {
     REGISTRY.register(Box::new(metric.clone())).expect("metric names are unique");
     metric
 }

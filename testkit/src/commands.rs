@@ -118,3 +118,7 @@ pub fn move_category(id: &str, category: &str) -> Command {
         category: Category::parse(category).expect("a valid category"),
     })
 }
+
+pub fn discontinue(id: &str) -> Command {
+    Command::DiscontinueArticle(DiscontinueArticle { article: article(id) })
+}
