@@ -213,7 +213,34 @@ pub async fn finish(tx: &mut PgConnection, claimed: &Claimed, worker: &str, outc
     .bind(&error)
     .execute(&mut *tx)
     .await?;
+    if status.is_final() {
+        notify_finished(tx, &claimed.job, status, &error).await?;
+    }
     Ok(Some(status))
+}
+
+/// Leaves a `job_finished` (or `job_dead`) notification for the webhook
+/// subscribers (the notifier takes `notify_inbox`), in the transaction that
+/// finishes the job: one per job ending, whatever crashes.
+async fn notify_finished(tx: &mut PgConnection, job: &Job, status: Status, error: &Option<String>) -> Result<(), sqlx::Error> {
+    let name = if status == Status::Dead { "job_dead" } else { "job_finished" };
+    let data = serde_json::json!({
+        "job": job.id, "kind": job.kind, "status": status.as_str(), "attempts": job.attempts,
+        "submitter": job.submitter, "error": error,
+    });
+    sqlx::query(
+        "insert into notify_inbox (message_id, event_type, subject, owner, data)
+         values ($1, $2, $3, $4, $5)",
+    )
+    // One id per ending (a dead job retried by hand ends again, later).
+    .bind(Uuid::new_v5(&job.id, format!("{name}:{}", job.attempts).as_bytes()))
+    .bind(name)
+    .bind(format!("job:{}", job.id))
+    .bind(&job.submitter)
+    .bind(data)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 /// The delay before retry number `attempt` (1 after the first failure):
