@@ -43,6 +43,12 @@ pub enum ApiError {
     /// 404: the job has no result file (yet).
     #[error("job {0} has no result file (yet)")]
     NoFile(uuid::Uuid),
+    /// 404: no such webhook subscription, or no such delivery of it.
+    #[error("no {what} {id}")]
+    NotFound { what: &'static str, id: String },
+    /// 409: the resource's state does not allow the change (`reason` says why).
+    #[error("{0}")]
+    Conflict(String),
     /// 409: the job's status does not allow the change.
     #[error("the job is {}", .0.as_str())]
     JobStatus(platform::jobs::Status),
@@ -136,6 +142,10 @@ impl IntoResponse for ApiError {
                 Problem::new(StatusCode::BAD_REQUEST, "invalid-parameter", detail).with("field", name).with("reason", reason)
             }
             ApiError::NotFoundJob(_) => Problem::new(StatusCode::NOT_FOUND, "job-not-found", detail),
+            ApiError::NotFound { what, .. } => {
+                Problem::new(StatusCode::NOT_FOUND, &format!("{}-not-found", what.replace(' ', "-")), detail)
+            }
+            ApiError::Conflict(_) => Problem::new(StatusCode::CONFLICT, "conflict", detail),
             ApiError::NoFile(_) => Problem::new(StatusCode::NOT_FOUND, "no-file", detail),
             ApiError::JobStatus(status) => {
                 Problem::new(StatusCode::CONFLICT, "job-status", detail).with("job_status", status.as_str())

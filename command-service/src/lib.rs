@@ -19,6 +19,7 @@ pub mod settings;
 pub mod startup;
 pub mod state;
 pub mod store;
+pub mod webhooks;
 
 pub use settings::Settings;
 pub use startup::{Application, router};

@@ -28,6 +28,9 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Background job submissions (docs/jobs.md).
     pub jobs: JobsSettings,
+    /// Webhook subscriptions (docs/webhooks.md): set
+    /// `APP_WEBHOOKS__ALLOW_PRIVATE_ADDRESSES` as for the notifier.
+    pub webhooks: WebhooksSettings,
     /// Logging.
     pub log: LogSettings,
 }
@@ -44,6 +47,7 @@ impl Default for Settings {
             group_commit: GroupCommitSettings::default(),
             auth: AuthSettings::default(),
             jobs: JobsSettings::default(),
+            webhooks: WebhooksSettings::default(),
             log: LogSettings::default(),
         }
     }
@@ -143,4 +147,14 @@ impl Default for JobsSettings {
     fn default() -> Self {
         Self { max_upload_bytes: 1 << 30, max_line_bytes: 64 * 1024, max_attempts: 5 }
     }
+}
+
+/// Webhook subscriptions (`/webhooks`; the notifier delivers).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WebhooksSettings {
+    /// Accept subscription URLs naming loopback, private and link-local
+    /// addresses (tests, receivers inside one's own network); set it as for
+    /// the notifier, which checks again when it connects.
+    pub allow_private_addresses: bool,
 }

@@ -45,6 +45,7 @@ use crate::settings::Settings;
         (name = "stock", description = "Stock movements"),
         (name = "reservations", description = "Reservations of part of a charge"),
         (name = "jobs", description = "Background jobs: bulk imports, reports (docs/jobs.md)"),
+        (name = "webhooks", description = "Webhook subscriptions and their delivery log (docs/webhooks.md)"),
     )
 )]
 #[derive(Debug)]
@@ -70,9 +71,10 @@ pub fn router(state: AppState, idempotency: Idempotency, access: Access) -> (Rou
         .split_for_parts();
     // Jobs keep their own idempotency keys (in `jobs`) and stream their
     // uploads: outside the commands' idempotency layer and its body limit.
-    let (jobs, jobs_doc) = OpenApiRouter::new().merge(crate::jobs::router()).split_for_parts();
+    let (jobs, jobs_doc) = OpenApiRouter::new().merge(crate::jobs::router()).merge(crate::webhooks::router()).split_for_parts();
     let mut openapi = openapi;
     openapi.merge(jobs_doc);
+    crate::webhooks::document(&mut openapi);
     let gate = access.gate(&mut openapi);
     let router = commands
         .route_layer(axum::middleware::from_fn_with_state(idempotency, crate::idempotency::middleware::middleware))
@@ -106,7 +108,12 @@ impl Application {
         let connect = settings.database.connect_options()?;
         let wake = Arc::new(Wake::default());
         let executor = Executor::new(pool.clone(), connect.clone(), settings.domain.policy()?, group, wake.clone());
-        let state = AppState { executor: Arc::new(executor), pool: pool.clone(), jobs: Arc::new(settings.jobs.clone()) };
+        let state = AppState {
+            executor: Arc::new(executor),
+            pool: pool.clone(),
+            jobs: Arc::new(settings.jobs.clone()),
+            webhooks: Arc::new(settings.webhooks.clone()),
+        };
         let idempotency = Idempotency {
             pool: pool.clone(),
             ttl: Duration::from_secs(settings.idempotency_ttl_secs),

@@ -15,5 +15,7 @@ pub struct AppState {
     pub pool: PgPool,
     /// Limits of job submissions.
     pub jobs: Arc<JobsSettings>,
+    /// Whether webhook URLs may name private addresses.
+    pub webhooks: Arc<crate::settings::WebhooksSettings>,
 }
 
