@@ -53,7 +53,7 @@ pub fn http_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder().default_headers(headers)
 }
 
-/// One of the service binaries (command-service, projector, query-service, worker), running.
+/// One of the service binaries (command-service, projector, query-service, worker, notifier), running.
 #[derive(Debug)]
 pub struct Service {
     pub name: &'static str,
@@ -150,11 +150,14 @@ impl Service {
         if name != "worker" {
             command.env("APP_KAFKA__BROKERS", &env.kafka.brokers).env("APP_KAFKA__EVENTS_TOPIC", &env.kafka.events_topic);
         }
-        if name != "command-service" && name != "worker" {
+        if name != "command-service" && name != "worker" && name != "notifier" {
             command.env("APP_REDIS__URL", &env.redis.url).env("APP_REDIS__KEY_PREFIX", &env.redis.key_prefix);
         }
         if name == "projector" {
             command.env("APP_PROJECTOR__GROUP_ID", &env.group_id);
+        }
+        if name == "notifier" {
+            command.env("APP_NOTIFY__GROUP_ID", format!("{}-notifier", env.group_id));
         }
         for (k, v) in extra {
             command.env(k, v);
