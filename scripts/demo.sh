@@ -24,6 +24,7 @@ COMMAND_URL="http://127.0.0.1:${APP_COMMAND_PORT:-8081}"
 QUERY_URL="http://127.0.0.1:${APP_QUERY_PORT:-8082}"
 PROJECTOR_URL="http://127.0.0.1:${APP_PROJECTOR_PORT:-8083}"
 WORKER_URL="http://127.0.0.1:${APP_WORKER_PORT:-8084}"
+NOTIFIER_URL="http://127.0.0.1:${APP_NOTIFIER_PORT:-8085}"
 
 start_service() {
   local name=$1 port=$2
@@ -46,10 +47,12 @@ start_service command-service "${COMMAND_URL##*:}"
 start_service projector "${PROJECTOR_URL##*:}"
 start_service query-service "${QUERY_URL##*:}"
 start_service worker "${WORKER_URL##*:}"
+start_service notifier "${NOTIFIER_URL##*:}"
 wait_ready command-service "$COMMAND_URL"
 wait_ready projector "$PROJECTOR_URL"
 wait_ready query-service "$QUERY_URL"
 wait_ready worker "$WORKER_URL"
+wait_ready notifier "$NOTIFIER_URL"
 
 # API keys (docs/security.md): kept in the state directory and reused while
 # they are valid; a key's name stays taken, so each new one gets a fresh name.
@@ -79,6 +82,7 @@ The stock back end is running.
   query-service    $QUERY_URL   (read API)
   projector        $PROJECTOR_URL   (health)
   worker           $WORKER_URL   (background jobs; health)
+  notifier         $NOTIFIER_URL   (webhooks; health)
   logs             $STATE_DIR/*.log
 
 Every API call needs an API key (docs/security.md). Two were made for the

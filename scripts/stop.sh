@@ -3,7 +3,7 @@
 # scripts started. Processes are found by their pid files only.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-for name in worker query-service projector command-service; do
+for name in notifier worker query-service projector command-service; do
   stop_bg "$name"
 done
 "$REPO_ROOT/scripts/infra.sh" down

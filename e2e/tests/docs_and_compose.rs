@@ -11,12 +11,13 @@ fn compose() -> Yaml {
     YamlLoader::load_from_str(&text).expect("docker-compose.yml is YAML").remove(0)
 }
 
-fn settings_of_each_service() -> [(&'static str, Vec<String>); 4] {
+fn settings_of_each_service() -> [(&'static str, Vec<String>); 5] {
     [
         ("command-service", platform::settings::env_names::<command_service::Settings>()),
         ("projector", platform::settings::env_names::<projector::Settings>()),
         ("query-service", platform::settings::env_names::<query_service::Settings>()),
         ("worker", platform::settings::env_names::<worker::Settings>()),
+        ("notifier", platform::settings::env_names::<notifier::Settings>()),
     ]
 }
 
@@ -45,12 +46,12 @@ fn every_app_variable_in_the_compose_file_is_a_setting_of_its_service() {
 fn the_compose_file_has_the_whole_deployment_with_health_checks() {
     let doc = compose();
     for name in [
-        "postgres", "redis", "kafka", "kafka-init", "command-service", "projector", "query-service", "worker", "prometheus",
-        "grafana",
+        "postgres", "redis", "kafka", "kafka-init", "command-service", "projector", "query-service", "worker", "notifier",
+        "prometheus", "alertmanager", "grafana",
     ] {
         assert!(!doc["services"][name].is_badvalue(), "service {name} is missing");
     }
-    for name in ["postgres", "redis", "kafka", "command-service", "projector", "query-service", "worker"] {
+    for name in ["postgres", "redis", "kafka", "command-service", "projector", "query-service", "worker", "notifier", "alertmanager"] {
         assert!(!doc["services"][name]["healthcheck"].is_badvalue(), "{name} has no health check");
     }
     let roles = doc["services"]["kafka"]["environment"]["KAFKA_PROCESS_ROLES"].as_str();
@@ -67,7 +68,7 @@ fn the_topic_created_is_the_topic_the_services_use() {
         .filter_map(Yaml::as_str)
         .collect();
     let after = |flag: &str| init.iter().position(|a| *a == flag).map(|i| init[i + 1]);
-    for name in ["command-service", "projector"] {
+    for name in ["command-service", "projector", "notifier"] {
         let env = &doc["services"][name]["environment"];
         assert_eq!(env["APP_KAFKA__EVENTS_TOPIC"].as_str(), after("--topic"), "{name} topic");
         assert_eq!(env["APP_KAFKA__PARTITIONS"].as_str(), after("--partitions"), "{name} partitions");
@@ -96,7 +97,7 @@ fn the_configuration_reference_names_every_setting() {
 fn prometheus_and_grafana_are_provisioned_from_files_that_exist() {
     let doc = compose();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for name in ["prometheus", "grafana"] {
+    for name in ["prometheus", "alertmanager", "grafana"] {
         for volume in doc["services"][name]["volumes"].as_vec().expect("volumes").iter().filter_map(Yaml::as_str) {
             if let Some(host) = volume.split(':').next().filter(|h| h.starts_with("./")) {
                 assert!(root.join(host).exists(), "{name} mounts {host}, which does not exist");
@@ -105,7 +106,7 @@ fn prometheus_and_grafana_are_provisioned_from_files_that_exist() {
     }
     // Prometheus scrapes every service of the compose file on the port it listens on.
     let config = std::fs::read_to_string(root.join("deploy/prometheus/prometheus.yml")).unwrap();
-    for (name, port) in [("command-service", "8081"), ("projector", "8083"), ("query-service", "8082"), ("worker", "8084")] {
+    for (name, port) in [("command-service", "8081"), ("projector", "8083"), ("query-service", "8082"), ("worker", "8084"), ("notifier", "8085")] {
         assert_eq!(doc["services"][name]["environment"]["APP_HTTP__PORT"].as_str(), Some(port));
         assert!(config.contains(&format!("{name}:{port}")), "prometheus.yml does not scrape {name}:{port}");
     }

@@ -23,7 +23,7 @@ fn promtool(args: &[&str]) -> String {
 fn the_prometheus_config_and_the_alert_rules_are_valid() {
     promtool(&["check", "config", "prometheus.yml"]);
     let rules = promtool(&["check", "rules", "alerts.yml"]);
-    assert!(rules.contains("15 rules found"), "{rules}");
+    assert!(rules.contains("20 rules found"), "{rules}");
 }
 
 #[test]
@@ -34,4 +34,31 @@ fn every_alert_has_a_unit_test_and_they_pass() {
     for line in rules.lines().filter_map(|l| l.trim().strip_prefix("- alert: ")) {
         assert!(tests.contains(&format!("alertname: {line}")), "alert {line} has no unit test");
     }
+}
+
+fn amtool(args: &[&str]) -> String {
+    let output = Command::new("amtool")
+        .args(args)
+        .current_dir(deploy().join("../alertmanager"))
+        .output()
+        .expect("amtool runs (scripts/infra.sh up-test installs Debian's prometheus-alertmanager package)");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "amtool {args:?} failed:\n{text}");
+    text
+}
+
+#[test]
+fn the_alertmanager_config_is_valid_and_routes_every_severity_the_rules_use() {
+    let checked = amtool(&["check-config", "alertmanager.yml"]);
+    assert!(checked.contains("SUCCESS"), "{checked}");
+    let rules = std::fs::read_to_string(deploy().join("alerts.yml")).unwrap();
+    let severities: std::collections::BTreeSet<&str> =
+        rules.lines().filter_map(|l| l.trim().strip_prefix("severity: ")).collect();
+    assert_eq!(severities.iter().copied().collect::<Vec<_>>(), ["critical", "info", "warning"]);
+    for (severity, receiver) in [("critical", "on-call"), ("warning", "team"), ("info", "team-digest")] {
+        let routed = amtool(&["config", "routes", "test", "--config.file=alertmanager.yml", &format!("severity={severity}")]);
+        assert_eq!(routed.lines().find(|l| !l.starts_with("Warning")).map(str::trim), Some(receiver), "{severity}: {routed}");
+    }
+    let prometheus = std::fs::read_to_string(deploy().join("prometheus.yml")).unwrap();
+    assert!(prometheus.contains("alertmanager:9093"), "Prometheus sends its alerts to the Alertmanager of docker-compose.yml");
 }

@@ -57,6 +57,7 @@ async fn a_real_prometheus_scrapes_every_service_and_sees_the_key_series() -> an
     let projector = Service::start("projector", &env, &[]).await?;
     let query = Service::start("query-service", &env, &[]).await?;
     let worker = Service::start("worker", &env, &[]).await?;
+    let notifier = Service::start("notifier", &env, &[]).await?;
     let http = e2e::http();
     let r = http
         .post(format!("{}/articles", command.base_url))
@@ -67,8 +68,9 @@ async fn a_real_prometheus_scrapes_every_service_and_sees_the_key_series() -> an
     http.get(format!("{}/articles/ART-S/stock", query.base_url)).send().await?;
 
     let host = |s: &Service| s.base_url.trim_start_matches("http://").to_owned();
-    let (c, p, q, w) = (host(&command), host(&projector), host(&query), host(&worker));
-    let prometheus = start_prometheus(&[("command-service", &c), ("projector", &p), ("query-service", &q), ("worker", &w)])?;
+    let (c, p, q, w, n) = (host(&command), host(&projector), host(&query), host(&worker), host(&notifier));
+    let prometheus =
+        start_prometheus(&[("command-service", &c), ("projector", &p), ("query-service", &q), ("worker", &w), ("notifier", &n)])?;
     let api = |path: String| {
         let http = http.clone();
         async move { http.get(path).send().await.ok()?.json::<Value>().await.ok() }
@@ -77,10 +79,10 @@ async fn a_real_prometheus_scrapes_every_service_and_sees_the_key_series() -> an
     let up = eventually(Duration::from_secs(60), "every target up", || async {
         let body = api(format!("{}/api/v1/query?query=up", prometheus.url)).await?;
         let results = body["data"]["result"].as_array()?.clone();
-        (results.len() == 4 && results.iter().all(|r| r["value"][1] == "1")).then_some(results)
+        (results.len() == 5 && results.iter().all(|r| r["value"][1] == "1")).then_some(results)
     })
     .await?;
-    assert_eq!(up.len(), 4);
+    assert_eq!(up.len(), 5);
 
     for (series, job) in [
         ("erp_http_requests_total", "command-service"),
@@ -95,6 +97,9 @@ async fn a_real_prometheus_scrapes_every_service_and_sees_the_key_series() -> an
         ("process_resident_memory_bytes", "query-service"),
         ("erp_jobs", "worker"),
         ("erp_jobs_oldest_due_seconds", "worker"),
+        ("erp_webhook_endpoints", "notifier"),
+        ("erp_webhook_oldest_pending_seconds", "notifier"),
+        ("erp_redis_breaker_open", "query-service"),
     ] {
         let query = format!("{}/api/v1/query?query={series}{{job=\"{job}\"}}", prometheus.url);
         eventually(Duration::from_secs(30), &format!("{series} of {job}"), || async {
@@ -106,10 +111,10 @@ async fn a_real_prometheus_scrapes_every_service_and_sees_the_key_series() -> an
 
     let rules = api(format!("{}/api/v1/rules", prometheus.url)).await.expect("rules");
     let loaded: usize = rules["data"]["groups"].as_array().unwrap().iter().map(|g| g["rules"].as_array().unwrap().len()).sum();
-    assert_eq!(loaded, 15, "the alert rules are loaded");
+    assert_eq!(loaded, 20, "the alert rules are loaded");
 
     drop(prometheus);
-    for service in [worker, query, projector, command] {
+    for service in [notifier, worker, query, projector, command] {
         service.stop().await?;
     }
     Ok(())

@@ -305,6 +305,15 @@ pub static CACHE_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Whether the query-service's Redis circuit breaker is open (1): Redis
+/// failed repeatedly and is skipped, so every cold read goes to PostgreSQL.
+pub static REDIS_BREAKER_OPEN: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    register(
+        prometheus::IntGauge::new("erp_redis_breaker_open", "1 while the Redis circuit breaker is open (Redis skipped), else 0")
+            .expect("valid metric"),
+    )
+});
+
 /// Invalidation tags received, and entries dropped for size.
 pub static CACHE_EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register(

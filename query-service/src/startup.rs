@@ -70,7 +70,10 @@ pub fn router(state: AppState, access: Access) -> (Router, Gate) {
             vec![("postgres", postgres), ("redis", up(store.redis_up().await)), ("read_models", read_models)]
         }
     });
-    let metrics = platform::metrics::router(move || platform::metrics::observe_pool(store.pool()));
+    let metrics = platform::metrics::router(move || {
+        platform::metrics::observe_pool(store.pool());
+        platform::metrics::REDIS_BREAKER_OPEN.set(i64::from(store.redis_breaker_open()));
+    });
     // Lists are compressed for clients that accept it; documents are served
     // as the stored bytes, with no work per request.
     let compression = CompressionLayer::new()
