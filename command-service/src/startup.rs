@@ -37,7 +37,8 @@ use crate::settings::Settings;
         platform::problem::Problem,
         crate::jobs::JobKind,
         crate::jobs::params::ImportFormat,
-        platform::jobs::Status
+        platform::jobs::Status,
+        crate::webhooks::DeliveryState
     )),
     tags(
         (name = "articles", description = "Articles (Artikel)"),

@@ -18,12 +18,15 @@ async fn every_documented_operation_reaches_a_handler() -> anyhow::Result<()> {
     assert_eq!(spec["openapi"].as_str().map(|v| &v[..2]), Some("3."));
     assert_eq!(testkit::unresolved_refs(&spec), Vec::<String>::new(), "every $ref resolves");
 
-    let (mut commands, mut jobs) = (0, 0);
+    let (mut commands, mut jobs, mut webhooks) = (0, 0, 0);
     for (path, item) in spec["paths"].as_object().expect("paths") {
         for (method, operation) in item.as_object().unwrap() {
             if path.starts_with("/jobs") {
                 // Jobs: submitted (202) and followed (docs/jobs.md).
                 jobs += 1;
+            } else if path.starts_with("/webhooks") {
+                // Subscriptions, their log and re-sends (docs/webhooks.md).
+                webhooks += 1;
             } else {
                 commands += 1;
                 assert!(operation["responses"]["201"].is_object(), "{method} {path} documents 201");
@@ -43,5 +46,6 @@ async fn every_documented_operation_reaches_a_handler() -> anyhow::Result<()> {
     }
     assert_eq!(commands, 16, "one operation per command");
     assert_eq!(jobs, 12, "submit three kinds; list; read, discard, attempts, cancel, retry, events, result, rejections");
+    assert_eq!(webhooks, 9, "make, list, read, delete, enable, disable, secret, deliveries, resend");
     app.shutdown().await
 }
