@@ -219,7 +219,8 @@ impl Relay {
     async fn relay_batch(&self, leader: &mut PgConnection, producer: &FutureProducer, relayed: &mut Relayed) -> anyhow::Result<usize> {
         let rows: Vec<PendingRow> = timed("outbox_fetch", sqlx::query_as(
             "select o.position, o.txid::text::int8 as txid, e.stream_id, e.sequence, e.event_id, e.event_type,
-                    e.schema_version, e.posted_at, e.recorded_at, e.correlation_id, e.causation_id, e.actor, e.data
+                    e.schema_version, e.posted_at, e.recorded_at, e.correlation_id, e.causation_id, e.actor, e.data,
+                    e.traceparent
              from (
                  select position, txid, stream_id, sequence from outbox
                  where relayed_at is null and txid < pg_snapshot_xmin(pg_current_snapshot())

@@ -94,7 +94,7 @@ pub async fn republish(
     loop {
         let rows: Vec<StoredEventRow> = sqlx::query_as(
             "select stream_id, sequence, event_id, event_type, schema_version, posted_at, recorded_at,
-                    correlation_id, causation_id, actor, data
+                    correlation_id, causation_id, actor, data, traceparent
              from events where (stream_id, sequence) > ($1, $2)
              order by stream_id, sequence
              limit $3",

@@ -135,7 +135,7 @@ pub async fn lock_states(tx: &mut PgConnection, streams: &[&StreamId], cache: &m
             "load_events_after_snapshots",
             sqlx::query_as(
                 "select e.stream_id, e.sequence, e.event_id, e.event_type, e.schema_version, e.posted_at, e.recorded_at,
-                        e.correlation_id, e.causation_id, e.actor, e.data
+                        e.correlation_id, e.causation_id, e.actor, e.data, e.traceparent
                  from unnest($1::text[], $2::int8[]) as s(stream_id, after)
                  join events e on e.stream_id = s.stream_id and e.sequence > s.after
                  order by e.stream_id, e.sequence",
@@ -196,7 +196,7 @@ pub async fn append<'c>(
     // checks it, but builds no jsonb from it.
     let data: Vec<String> = envelopes.iter().map(|e| e.event.data_json()).collect();
     let statement = sqlx::query(
-        "select append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        "select append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
     )
     .bind(notify)
     .bind(streams.iter().map(|s| s.stream.as_str()).collect::<Vec<_>>())
@@ -213,7 +213,8 @@ pub async fn append<'c>(
     .bind(envelopes.iter().map(|e| e.correlation_id.as_str()).collect::<Vec<_>>())
     .bind(envelopes.iter().map(|e| e.causation_id).collect::<Vec<_>>())
     .bind(envelopes.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>())
-    .bind(data);
+    .bind(data)
+    .bind(envelopes.iter().map(|e| e.traceparent.as_deref()).collect::<Vec<_>>());
     let result = timed("append_batch", statement.execute(conn)).await;
     match result {
         Ok(_) => Ok(()),
@@ -292,6 +293,7 @@ pub struct StoredEventRow {
     pub causation_id: uuid::Uuid,
     pub actor: String,
     pub data: serde_json::Value,
+    pub traceparent: Option<String>,
 }
 
 impl StoredEventRow {
@@ -307,6 +309,7 @@ impl StoredEventRow {
             correlation_id: self.correlation_id,
             causation_id: self.causation_id,
             actor: self.actor,
+            traceparent: self.traceparent,
             data: self.data,
         }
     }

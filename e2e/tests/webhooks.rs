@@ -25,6 +25,7 @@ struct Got {
     path: String,
     id: String,
     signature: String,
+    traceparent: String,
     body: Value,
     at: Instant,
 }
@@ -59,6 +60,7 @@ async fn answer(State(r): State<Receiver>, Path(path): Path<String>, headers: He
         path: path.clone(),
         id: header("webhook-id"),
         signature: header("webhook-signature"),
+        traceparent: header("traceparent"),
         body: serde_json::from_str(&body).unwrap_or(Value::Null),
         at: Instant::now(),
     };
@@ -166,6 +168,16 @@ async fn deliveries_arrive_signed_retry_on_schedule_and_a_410_disables_the_endpo
     for (path, quantity) in steps {
         post(base, path, json!({"article": "HOOK-1", "charge": "L1", "warehouse": "WH-1", "quantity": quantity})).await?;
     }
+    // A client's trace: the receipt carries it to the topic and to the receiver.
+    let (trace, caller) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let r = e2e::http()
+        .post(format!("{base}/stock/receipts"))
+        .header("traceparent", format!("00-{trace}-{caller}-01"))
+        .json(&json!({"article": "HOOK-1", "charge": "L2", "warehouse": "WH-1", "quantity": 2}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 201);
+    let traced_event = r.json::<Value>().await?["event_ids"][0].as_str().unwrap().to_owned();
     post(base, "/stock/receipts", json!({"article": "HOOK-1", "charge": "L2", "warehouse": "WH-1", "quantity": 1})).await?;
     post(base, "/articles/HOOK-1/charges/L1/block", json!({"reason": "moisture"})).await?;
     let (events,): (i64,) = sqlx::query_as("select count(*) from events").fetch_one(&env.pool().await?).await?;
@@ -189,6 +201,22 @@ async fn deliveries_arrive_signed_retry_on_schedule_and_a_410_disables_the_endpo
     let below = got.iter().find(|g| g.body["type"] == "erp.stock.alert.below_reorder_point").unwrap();
     assert_eq!(below.body["data"]["available"], 0, "a new article has no stock: below at once");
     assert!(got.iter().all(|g| g.signature.starts_with("v1,")));
+
+    // Traces: the command-service's span is a child of the caller's, the
+    // record carries it (ce_traceparent), the delivery is a child of that.
+    let record = testkit::read_topic(&env.kafka, &env.kafka.events_topic).await?.into_iter().find(|r| r.header("ce_id") == Some(traced_event.as_str())).unwrap();
+    let on_topic = record.header("ce_traceparent").unwrap().to_owned();
+    let parts = |tp: &str| tp.split('-').map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(parts(&on_topic)[1], trace, "{on_topic}");
+    assert_ne!(parts(&on_topic)[2], caller, "the command-service's own span");
+    let delivered = got.iter().find(|g| g.id == traced_event).unwrap();
+    assert_eq!(delivered.body["traceparent"], on_topic.as_str(), "the CloudEvent carries the trace attribute");
+    assert_eq!(parts(&delivered.traceparent)[1], trace, "the delivery continues the trace");
+    assert_ne!(parts(&delivered.traceparent)[2], parts(&on_topic)[2], "as a span of its own");
+    // Without a traceparent the command starts a trace of its own.
+    let untraced = got.iter().find(|g| g.body["type"] == "erp.stock.StockIssued").unwrap();
+    assert_eq!(untraced.traceparent.len(), 55, "{}", untraced.traceparent);
+    assert_ne!(parts(&untraced.traceparent)[1], trace);
     assert!(receiver.at("other").is_empty(), "a filter on another article lets nothing through");
 
     // The reference receiver verified every signature and saw the same messages.
@@ -211,7 +239,7 @@ async fn deliveries_arrive_signed_retry_on_schedule_and_a_410_disables_the_endpo
     // 500, then delivered on the next attempt a second later, with the same webhook-id.
     let flaky_log = eventually(Duration::from_secs(30), "the flaky endpoint's deliveries", || async {
         let log = log(base, &flaky).await.ok()?;
-        (log.len() == 3 && log.iter().all(|d| d["state"] == "delivered")).then_some(log)
+        (log.len() == 4 && log.iter().all(|d| d["state"] == "delivered")).then_some(log)
     })
     .await?;
     for d in &flaky_log {
@@ -220,7 +248,7 @@ async fn deliveries_arrive_signed_retry_on_schedule_and_a_410_disables_the_endpo
     }
     let flaky_got = receiver.at("flaky");
     let ids: HashSet<String> = flaky_got.iter().map(|g| g.id.clone()).collect();
-    assert_eq!(ids.len(), 3, "one webhook-id per receipt, the same on the retry");
+    assert_eq!(ids.len(), 4, "one webhook-id per receipt, the same on the retry");
     for id in ids {
         let times: Vec<Instant> = flaky_got.iter().filter(|g| g.id == id).map(|g| g.at).collect();
         assert!(times.len() >= 2 && times[1] - times[0] >= Duration::from_millis(900), "retried after the 1 s of the schedule");
@@ -365,8 +393,16 @@ async fn private_addresses_are_refused_unless_allowed_and_a_jobs_end_is_announce
     let (refused, _) = subscribe(&lenient.base_url, json!({"url": format!("http://localhost:{port}/ok"), "alerts": ["job_finished"]})).await?;
 
     let _worker = Service::start("worker", &env, &[("APP_JOBS__POLL_MS", "200".into())]).await?;
-    let r = e2e::http().post(format!("{}/jobs/selftest", lenient.base_url)).json(&json!({"steps": 2})).send().await?;
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let r = e2e::http()
+        .post(format!("{}/jobs/selftest", lenient.base_url))
+        .header("traceparent", format!("00-{trace}-b7ad6b7169203331-01"))
+        .json(&json!({"steps": 2}))
+        .send()
+        .await?;
     assert_eq!(r.status(), 202);
+    let job: Value = r.json().await?;
+    assert!(job["traceparent"].as_str().unwrap().contains(trace), "the job continues the request's trace: {job}");
     let log = eventually(Duration::from_secs(60), "the job_finished delivery to fail", || async {
         let log = log(&lenient.base_url, &refused).await.ok()?;
         (log.first()?["state"] == "failed").then_some(log)
@@ -377,5 +413,7 @@ async fn private_addresses_are_refused_unless_allowed_and_a_jobs_end_is_announce
     let error = log[0]["attempt_log"][0]["error"].as_str().unwrap();
     assert!(error.contains("internal address"), "{error}");
     assert!(receiver.at("ok").is_empty(), "nothing reached the loopback receiver");
+    let (traced,): (String,) = sqlx::query_as("select traceparent from webhook_deliveries").fetch_one(&env.pool().await?).await?;
+    assert!(traced.contains(trace), "the job's end is announced in the job's trace: {traced}");
     Ok(())
 }

@@ -56,6 +56,9 @@ pub struct CommandMeta {
     pub actor: String,
     /// When the command was accepted.
     pub recorded_at: DateTime<Utc>,
+    /// The W3C `traceparent` the events carry on: the trace the request
+    /// belongs to, with the command-service's span as parent.
+    pub traceparent: Option<String>,
 }
 
 /// An event with its identity, position and provenance.
@@ -74,6 +77,8 @@ pub struct Envelope {
     /// The command that caused the event.
     pub causation_id: Uuid,
     pub actor: String,
+    /// W3C `traceparent` of the request that caused it (CloudEvents distributed-tracing extension).
+    pub traceparent: Option<String>,
     pub event: Event,
 }
 
@@ -95,6 +100,7 @@ impl Envelope {
                 correlation_id: meta.correlation_id.clone(),
                 causation_id: meta.command_id,
                 actor: meta.actor.clone(),
+                traceparent: meta.traceparent.clone(),
                 event,
             })
             .collect()
@@ -113,6 +119,7 @@ impl Envelope {
             correlation_id: self.correlation_id.clone(),
             causation_id: self.causation_id,
             actor: self.actor.clone(),
+            traceparent: self.traceparent.clone(),
             data: self.event.data(),
         }
     }
@@ -133,6 +140,10 @@ pub struct RecordedEvent {
     pub correlation_id: String,
     pub causation_id: Uuid,
     pub actor: String,
+    /// W3C `traceparent` of the request that caused it, when known
+    /// (`ce_traceparent`, the CloudEvents distributed-tracing extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     /// The event's data; its schema is the one of `type` at `schema_version`.
     pub data: serde_json::Value,
 }
@@ -147,7 +158,7 @@ impl RecordedEvent {
 
     /// CloudEvents attributes as Kafka headers (binary content mode).
     pub fn cloudevents_headers(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut headers = vec![
             ("ce_specversion", "1.0".to_owned()),
             ("ce_id", self.event_id.to_string()),
             ("ce_source", EVENT_SOURCE.to_owned()),
@@ -163,7 +174,11 @@ impl RecordedEvent {
             ("ce_actor", self.actor.clone()),
             ("ce_authtype", auth_type(&self.actor).to_owned()),
             ("ce_authid", auth_id(&self.actor).to_owned()),
-        ]
+        ];
+        if let Some(traceparent) = &self.traceparent {
+            headers.push(("ce_traceparent", traceparent.clone()));
+        }
+        headers
     }
 
     /// Reads an event back from CloudEvents headers and the JSON value. The data
@@ -197,6 +212,7 @@ impl RecordedEvent {
             correlation_id: a.correlation_id,
             causation_id: a.causation_id,
             actor: a.actor,
+            traceparent: a.traceparent,
         })
     }
 
@@ -214,6 +230,7 @@ impl RecordedEvent {
             correlation_id: self.correlation_id,
             causation_id: self.causation_id,
             actor: self.actor,
+            traceparent: self.traceparent,
         })
     }
 }
@@ -230,6 +247,7 @@ struct Attributes {
     correlation_id: String,
     causation_id: Uuid,
     actor: String,
+    traceparent: Option<String>,
 }
 
 impl Attributes {
@@ -261,6 +279,7 @@ impl Attributes {
             correlation_id: get("ce_correlationid")?.into(),
             causation_id: uuid("ce_causationid")?,
             actor: get("ce_actor")?.into(),
+            traceparent: header("ce_traceparent").map(Into::into),
         })
     }
 
@@ -276,6 +295,7 @@ impl Attributes {
             correlation_id: self.correlation_id,
             causation_id: self.causation_id,
             actor: self.actor,
+            traceparent: self.traceparent,
             data,
         }
     }
@@ -317,6 +337,7 @@ mod tests {
             correlation_id: "corr-1".into(),
             actor: "tester".into(),
             recorded_at: "2026-11-22T10:00:00.123456Z".parse().unwrap(),
+            traceparent: None,
         };
         let event = Event::StockReceived(StockReceived {
             article: article.clone(),

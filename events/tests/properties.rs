@@ -139,6 +139,7 @@ proptest! {
                 correlation_id: "prop".into(),
                 actor: "proptest".into(),
                 recorded_at: now,
+                traceparent: None,
             };
             recorded.extend(Envelope::wrap(&stream, state.version, &meta, events.clone()).iter().map(Envelope::to_record));
             *state = events.iter().fold(std::mem::take(state), evolve);

@@ -206,7 +206,8 @@ impl Deliverer {
         };
         metrics::ATTEMPTS.with_label_values(&[label]).inc();
         metrics::LATENCY.with_label_values(&[label]).observe(latency.as_secs_f64());
-        tracing::info!(delivery = d.id, subscription = %d.subscription_id, attempt = d.attempts, status = ?outcome.status(), outcome = label, "webhook attempt");
+        let trace_id = platform::trace::trace_id_of(d.traceparent.as_deref());
+        tracing::info!(delivery = d.id, subscription = %d.subscription_id, attempt = d.attempts, status = ?outcome.status(), outcome = label, trace_id, "webhook attempt");
         let mut tries = 0;
         loop {
             match self.record(&d, started, latency, &outcome).await {
@@ -239,8 +240,9 @@ impl Deliverer {
             .header("webhook-id", &id)
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", sign::signature(&key, &id, timestamp, d.payload.as_bytes()));
-        if let Some(tp) = &d.traceparent {
-            request = request.header("traceparent", tp);
+        // Each attempt is a span of its own in the trace of what caused the message.
+        if let Some(tp) = platform::trace::TraceParent::child_of(d.traceparent.as_deref()) {
+            request = request.header(platform::trace::TRACEPARENT, tp);
         }
         match request.body(d.payload.clone()).send().await {
             Ok(response) => {

@@ -190,9 +190,10 @@ impl Intake {
     /// Turns the jobs' notifications into deliveries.
     async fn take_inbox(&self) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
-        let rows: Vec<(i64, Uuid, String, String, serde_json::Value, DateTime<Utc>)> = sqlx::query_as(
+        type Row = (i64, Uuid, String, String, serde_json::Value, DateTime<Utc>, Option<String>);
+        let rows: Vec<Row> = sqlx::query_as(
             "delete from notify_inbox where id in (select id from notify_inbox order by id limit 500 for update skip locked)
-             returning id, message_id, event_type, subject, data, occurred_at",
+             returning id, message_id, event_type, subject, data, occurred_at, traceparent",
         )
         .fetch_all(&mut *tx)
         .await?;
@@ -201,7 +202,8 @@ impl Intake {
         }
         let mut rows = rows;
         rows.sort_by_key(|r| r.0);
-        let out: Vec<Message> = rows.into_iter().map(|(_, id, name, subject, data, at)| messages::job(id, &name, &subject, data, at)).collect();
+        let out: Vec<Message> =
+            rows.into_iter().map(|(_, id, name, subject, data, at, tp)| messages::job(id, &name, &subject, data, at, tp)).collect();
         let interests = load_interests(&mut tx).await?;
         let written = insert_deliveries(&mut tx, &interests, &out).await?;
         tx.commit().await?;
@@ -315,7 +317,8 @@ async fn load_interests(conn: &mut PgConnection) -> Result<Vec<Interest>, sqlx::
 /// Writes a delivery for every (subscription, message) that matches; an
 /// existing one (same subscription and `webhook-id`) is kept as it is.
 async fn insert_deliveries(conn: &mut PgConnection, interests: &[Interest], out: &[Message]) -> Result<u64, sqlx::Error> {
-    let (mut subs, mut ids, mut names, mut keys, mut payloads) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut subs, mut ids, mut names, mut keys, mut payloads, mut traces) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for m in out {
         for i in interests.iter().filter(|i| i.wants(m)) {
             subs.push(i.id);
@@ -323,14 +326,15 @@ async fn insert_deliveries(conn: &mut PgConnection, interests: &[Interest], out:
             names.push(m.name.clone());
             keys.push(m.ordering_key.clone());
             payloads.push(m.payload.to_string());
+            traces.push(m.traceparent.as_deref());
         }
     }
     if subs.is_empty() {
         return Ok(0);
     }
     let done = sqlx::query(
-        "insert into webhook_deliveries (subscription_id, message_id, event_type, ordering_key, payload)
-         select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[])
+        "insert into webhook_deliveries (subscription_id, message_id, event_type, ordering_key, payload, traceparent)
+         select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[])
          on conflict (subscription_id, message_id) do nothing",
     )
     .bind(&subs)
@@ -338,6 +342,7 @@ async fn insert_deliveries(conn: &mut PgConnection, interests: &[Interest], out:
     .bind(&names)
     .bind(&keys)
     .bind(&payloads)
+    .bind(&traces)
     .execute(&mut *conn)
     .await?;
     if done.rows_affected() > 0 {

@@ -75,6 +75,8 @@ pub struct Message {
     /// When it happened (subscriptions receive what happened after they were made).
     pub at: DateTime<Utc>,
     pub payload: Value,
+    /// The W3C `traceparent` of what caused it; its delivery continues that trace.
+    pub traceparent: Option<String>,
 }
 
 /// What an event does to one of the article's charges.
@@ -132,7 +134,11 @@ pub fn fold(envelope: &Envelope, level: &mut Level) -> (Vec<Message>, Option<(St
     }
     let mut out = vec![event_message(envelope, &article, level)];
     let cause = envelope.event_id;
-    let alert = |name: &str, level: &Level, data: Value| alert_message(name, &article, level, envelope.recorded_at, cause, data);
+    let alert = |name: &str, level: &Level, data: Value| {
+        let mut m = alert_message(name, &article, level, envelope.recorded_at, cause, data);
+        m.traceparent = envelope.traceparent.clone();
+        m
+    };
     let low = level.is_low();
     // A consumed reservation is always followed by the issue of the same
     // quantity: judged after both, or available stock would seem to rise
@@ -178,7 +184,8 @@ fn event_message(envelope: &Envelope, article: &str, level: &Level) -> Message {
     let record = envelope.to_record();
     let mut doc = Map::new();
     for (name, value) in record.cloudevents_headers() {
-        let name = name.strip_prefix("ce_").unwrap_or(name);
+        // The attributes; `content-type` becomes `datacontenttype` below.
+        let Some(name) = name.strip_prefix("ce_") else { continue };
         let value = match name {
             // Integers in the CloudEvents type system.
             "sequence" | "schemaversion" => value.parse::<u64>().map(Value::from).unwrap_or(Value::String(value)),
@@ -198,6 +205,7 @@ fn event_message(envelope: &Envelope, article: &str, level: &Level) -> Message {
         ordering_key: article.to_owned(),
         at: envelope.recorded_at,
         payload: Value::Object(doc),
+        traceparent: envelope.traceparent.clone(),
     }
 }
 
@@ -214,6 +222,7 @@ fn alert_message(name: &str, article: &str, level: &Level, at: DateTime<Utc>, ca
         ordering_key: article.to_owned(),
         at,
         payload: alert_document(id, name, &format!("article:{article}"), at, data),
+        traceparent: None,
     }
 }
 
@@ -232,11 +241,12 @@ pub fn expiring(article: &str, category: &str, charge: &str, expiry: NaiveDate, 
         ordering_key: article.to_owned(),
         at: now,
         payload: alert_document(id, "charge_expiring", &format!("article:{article}"), now, data),
+        traceparent: None,
     }
 }
 
 /// A job that finished or went dead (from the jobs' notification inbox).
-pub fn job(id: Uuid, name: &str, subject: &str, data: Value, at: DateTime<Utc>) -> Message {
+pub fn job(id: Uuid, name: &str, subject: &str, data: Value, at: DateTime<Utc>, traceparent: Option<String>) -> Message {
     Message {
         id,
         name: name.to_owned(),
@@ -247,6 +257,7 @@ pub fn job(id: Uuid, name: &str, subject: &str, data: Value, at: DateTime<Utc>) 
         ordering_key: subject.to_owned(),
         at,
         payload: alert_document(id, name, subject, at, data),
+        traceparent,
     }
 }
 

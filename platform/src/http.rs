@@ -17,6 +17,8 @@ use crate::auth::gate::Admission;
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Header carrying the id that groups everything caused by one business request.
 pub const CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
+/// W3C Trace Context ([`crate::trace`]).
+pub const TRACEPARENT: HeaderName = HeaderName::from_static(crate::trace::TRACEPARENT);
 
 /// The HTTP listener of a service.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -186,7 +188,7 @@ where
 
     fn call(&mut self, mut request: Request<axum::body::Body>) -> Self::Future {
         let start = std::time::Instant::now();
-        let [sent_id, correlation] = first_values(request.headers(), [&REQUEST_ID, &CORRELATION_ID]);
+        let [sent_id, correlation, traceparent] = first_values(request.headers(), [&REQUEST_ID, &CORRELATION_ID, &TRACEPARENT]);
         let id = match sent_id {
             Some(id) => id,
             None => {
@@ -204,13 +206,20 @@ where
         let header_bytes: usize = request.headers().iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
         let span = if tracing::enabled!(tracing::Level::INFO) {
             let correlation = correlation.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
-            tracing::info_span!(
+            // A request without a traceparent gets its trace where one starts (a command's events).
+            let trace_id = crate::trace::trace_id_of(traceparent.as_ref().and_then(|v| v.to_str().ok()));
+            let span = tracing::info_span!(
                 "http",
                 method = %method,
                 route = route.as_ref().map_or("unmatched", MatchedPath::as_str),
                 request_id = id.to_str().unwrap_or(""),
                 correlation_id = correlation,
-            )
+                trace_id = tracing::field::Empty,
+            );
+            if !trace_id.is_empty() {
+                span.record("trace_id", trace_id.as_str());
+            }
+            span
         } else {
             tracing::Span::none()
         };

@@ -230,8 +230,10 @@ fn classify(record: &Incoming, w: &mut StreamWork, mode: &Mode, is_first: bool) 
         Ok(envelope) => match w.projection.apply(envelope) {
             Ok(()) => {
                 metrics::EVENTS_APPLIED.with_label_values(&[envelope.event.event_type()]).inc();
+                // The trace the command was sent in continues here (debug level: one line per event).
                 let _span = tracing::debug_span!(
                     "event",
+                    trace_id = %platform::trace::trace_id_of(envelope.traceparent.as_deref()),
                     correlation_id = %envelope.correlation_id,
                     event_id = %envelope.event_id,
                     stream = %envelope.stream_id,

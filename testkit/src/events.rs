@@ -33,6 +33,7 @@ impl Streams {
             correlation_id: format!("test-{}", self.commands),
             actor: "test".into(),
             recorded_at: now,
+            traceparent: None,
         };
         let envelopes = Envelope::wrap(&stream, state.version, &meta, events);
         *state = envelopes.iter().map(|e| &e.event).fold(std::mem::take(state), evolve);

@@ -64,6 +64,8 @@ struct Import<'a> {
     /// Read, not yet decided: the checkpoint after them, and the lines.
     next: Checkpoint,
     pending: Vec<(i64, Result<Command, LineError>)>,
+    /// What the lines' events carry on: a span of this attempt's in the job's trace.
+    traceparent: Option<String>,
 }
 
 pub async fn run(runner: &Runner, claimed: &Claimed, control: &Control) -> Result<Finished, JobError> {
@@ -107,6 +109,7 @@ pub async fn run(runner: &Runner, claimed: &Claimed, control: &Control) -> Resul
         next: done.clone(),
         done,
         pending: Vec::new(),
+        traceparent: platform::trace::TraceParent::child_of(claimed.job.traceparent.as_deref()),
     };
     control.progress(import.done.line, Some(import.params.lines), "importing");
 
@@ -197,6 +200,7 @@ impl Import<'_> {
                         correlation_id: format!("job:{job}"),
                         actor: self.claimed.job.submitter.clone(),
                         recorded_at,
+                        traceparent: self.traceparent.clone(),
                     };
                     lines.push(*n);
                     requests.push(Request::new(command.clone(), meta, self.scope.clone()));

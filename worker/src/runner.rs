@@ -192,7 +192,10 @@ impl Runner {
                 }
             };
             let permit = self.slots[&claimed.job.kind].clone().try_acquire_owned().expect("the kind had a free slot");
-            tasks.spawn(self.clone().attempt(claimed, permit, shutdown.clone()));
+            // The attempt's logs carry the trace the job was submitted in.
+            let trace_id = platform::trace::trace_id_of(claimed.job.traceparent.as_deref());
+            let span = tracing::info_span!("job", job = %claimed.job.id, kind = %claimed.job.kind, trace_id);
+            tasks.spawn(tracing::Instrument::instrument(self.clone().attempt(claimed, permit, shutdown.clone()), span));
         }
     }
 

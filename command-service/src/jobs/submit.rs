@@ -312,6 +312,7 @@ fn new_job(principal: &Principal, headers: &HeaderMap, kind: &str, params: serde
         rights: Rights { roles: principal.roles.names().into_iter().map(str::to_owned).collect(), warehouses: principal.warehouses.clone() },
         idempotency_key,
         uploading: false,
+        traceparent: Some(crate::routes::request_trace(headers)),
     })
 }
 

@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use events::{Command, CommandMeta, Scope, WarehouseId};
 use platform::auth::Principal;
+use platform::trace::TraceParent;
 use platform::http::{CORRELATION_ID, REQUEST_ID};
 use platform::problem::Problem;
 use uuid::Uuid;
@@ -171,6 +172,22 @@ pub fn command_meta(headers: &HeaderMap, key: Option<&IdempotencyKey>, principal
         actor: principal.actor(),
         // Kept to the microsecond, the precision every store of events has.
         recorded_at: chrono::SubsecRound::trunc_subsecs(Utc::now(), 6),
+        traceparent: Some(request_trace(headers)),
+    }
+}
+
+/// The `traceparent` a request's events (or job) carry on: a span of this
+/// service's in the caller's trace, or a new trace when the request brings
+/// none (its id is then recorded on the request's span).
+pub fn request_trace(headers: &HeaderMap) -> String {
+    let sent = headers.get(platform::http::TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
+    match sent {
+        Some(t) => t.child().to_string(),
+        None => {
+            let t = TraceParent::root();
+            tracing::Span::current().record("trace_id", t.trace_id_hex().as_str());
+            t.to_string()
+        }
     }
 }
 

@@ -229,8 +229,8 @@ async fn notify_finished(tx: &mut PgConnection, job: &Job, status: Status, error
         "submitter": job.submitter, "error": error,
     });
     sqlx::query(
-        "insert into notify_inbox (message_id, event_type, subject, owner, data)
-         values ($1, $2, $3, $4, $5)",
+        "insert into notify_inbox (message_id, event_type, subject, owner, data, traceparent)
+         values ($1, $2, $3, $4, $5, $6)",
     )
     // One id per ending (a dead job retried by hand ends again, later).
     .bind(Uuid::new_v5(&job.id, format!("{name}:{}", job.attempts).as_bytes()))
@@ -238,6 +238,7 @@ async fn notify_finished(tx: &mut PgConnection, job: &Job, status: Status, error
     .bind(format!("job:{}", job.id))
     .bind(&job.submitter)
     .bind(data)
+    .bind(&job.traceparent)
     .execute(&mut *tx)
     .await?;
     Ok(())

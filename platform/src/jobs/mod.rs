@@ -126,6 +126,9 @@ pub struct Job {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    /// The W3C `traceparent` the job continues: the submitting request's
+    /// trace, which the worker's spans and the events an import writes carry.
+    pub traceparent: Option<String>,
 }
 
 impl TryFrom<String> for Status {
@@ -158,6 +161,7 @@ pub(crate) struct JobRow {
     total: Option<i64>,
     phase: String,
     message: Option<String>,
+    traceparent: Option<String>,
 }
 
 impl From<JobRow> for Job {
@@ -180,10 +184,11 @@ impl From<JobRow> for Job {
             started_at: r.started_at,
             finished_at: r.finished_at,
             updated_at: r.updated_at,
+            traceparent: r.traceparent,
         }
     }
 }
 
 /// The columns [`JobRow`] reads.
 pub(crate) const JOB_COLUMNS: &str = "id, kind, params, status, attempts, max_attempts, run_at, result, error, \
-     cancel_requested, submitter, created_at, started_at, finished_at, updated_at, done, total, phase, message";
+     cancel_requested, submitter, created_at, started_at, finished_at, updated_at, done, total, phase, message, traceparent";

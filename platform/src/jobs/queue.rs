@@ -23,6 +23,8 @@ pub struct NewJob {
     /// Its input is still being uploaded: in phase `uploading`, not claimed
     /// until [`upload_done`].
     pub uploading: bool,
+    /// The W3C `traceparent` the job continues (the submitting request's trace).
+    pub traceparent: Option<String>,
 }
 
 /// What a submission came to.
@@ -42,10 +44,10 @@ pub async fn submit(tx: &mut PgConnection, id: Uuid, new: &NewJob) -> Result<Sub
     let inserted: Option<JobRow> = timed(
         "job_submit",
         sqlx::query_as(&format!(
-            "insert into jobs (id, kind, params, max_attempts, submitter, rights, idempotency_key, run_at, phase)
+            "insert into jobs (id, kind, params, max_attempts, submitter, rights, idempotency_key, run_at, phase, traceparent)
              values ($1, $2, $3, $4, $5, $6, $7,
                      now(),
-                     case when $8 then 'uploading' else 'queued' end)
+                     case when $8 then 'uploading' else 'queued' end, $9)
              on conflict (submitter, idempotency_key) where idempotency_key is not null do nothing
              returning {JOB_COLUMNS}"
         ))
@@ -57,6 +59,7 @@ pub async fn submit(tx: &mut PgConnection, id: Uuid, new: &NewJob) -> Result<Sub
         .bind(serde_json::to_value(&new.rights).expect("rights serialise"))
         .bind(&new.idempotency_key)
         .bind(new.uploading)
+        .bind(&new.traceparent)
         .fetch_optional(&mut *tx),
     )
     .await?;
