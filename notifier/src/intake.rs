@@ -20,13 +20,14 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use events::RecordedEvent;
 use platform::kafka::KafkaSettings;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::messages::{self, ChargeLevel, Interest, Level, Message};
+use crate::messages::{self, ChargeLevel, Level, Message};
+use crate::subscriptions::{self, Subscription};
 use crate::metrics;
 use crate::settings::NotifySettings;
 
@@ -115,12 +116,23 @@ impl Intake {
                     Err(_) => break,
                 }
             }
-            self.apply(&topic, batch).await?;
+            let next = self.apply(&topic, batch).await?;
+            // Also where lag tools look; PostgreSQL stays the truth.
+            let mut tpl = TopicPartitionList::new();
+            for (p, o) in next {
+                tpl.add_partition_offset(&topic, p, Offset::Offset(o))?;
+            }
+            if tpl.count() > 0
+                && let Err(e) = consumer.commit(&tpl, CommitMode::Async)
+            {
+                tracing::debug!(error = %e, "committing offsets to Kafka failed (informational only)");
+            }
         }
     }
 
-    /// Writes the deliveries of a batch and moves the offsets, in one transaction.
-    async fn apply(&self, topic: &str, batch: Vec<Record>) -> anyhow::Result<()> {
+    /// Writes the deliveries of a batch and moves the offsets, in one
+    /// transaction; returns the offsets it stored.
+    async fn apply(&self, topic: &str, batch: Vec<Record>) -> anyhow::Result<BTreeMap<i32, i64>> {
         let mut tx = self.pool.begin().await?;
         let stored: HashMap<i32, i64> = sqlx::query_as::<_, (i32, i64)>(
             "select partition, next_offset from notify_offsets where topic = $1 order by partition for update",
@@ -133,7 +145,7 @@ impl Intake {
         let fresh: Vec<&Record> = batch.iter().filter(|r| r.offset >= stored.get(&r.partition).copied().unwrap_or(0)).collect();
         if fresh.is_empty() {
             tx.rollback().await?;
-            return Ok(());
+            return Ok(BTreeMap::new());
         }
         let mut next: BTreeMap<i32, i64> = BTreeMap::new();
         let mut envelopes = Vec::with_capacity(fresh.len());
@@ -170,7 +182,7 @@ impl Intake {
         store_levels(&mut tx, &levels).await?;
         let touched: Vec<(&(String, String), &ChargeLevel)> = touched_charges.iter().map(|k| (k, &charges[k])).collect();
         store_charges(&mut tx, &touched).await?;
-        let (parts, offsets): (Vec<i32>, Vec<i64>) = next.into_iter().unzip();
+        let (parts, offsets): (Vec<i32>, Vec<i64>) = next.iter().map(|(p, o)| (*p, *o)).unzip();
         sqlx::query(
             "insert into notify_offsets (topic, partition, next_offset) select $1, * from unnest($2::int4[], $3::int8[])
              on conflict (topic, partition) do update set next_offset = excluded.next_offset",
@@ -184,7 +196,7 @@ impl Intake {
         metrics::INTAKE_RECORDS.inc_by(fresh.len() as u64);
         metrics::DELIVERIES_WRITTEN.inc_by(written);
         tracing::debug!(records = fresh.len(), deliveries = written, "intake batch committed");
-        Ok(())
+        Ok(next)
     }
 
     /// Turns the jobs' notifications into deliveries.
@@ -224,7 +236,7 @@ impl Intake {
         if ran.is_none() {
             return Ok(());
         }
-        let interests: Vec<Interest> =
+        let interests: Vec<Subscription> =
             load_interests(&mut tx).await?.into_iter().filter(|i| i.alerts.iter().any(|a| a == "charge_expiring")).collect();
         let Some(days) = interests.iter().map(|i| i.expiring_within_days).max() else {
             tx.commit().await?;
@@ -291,32 +303,13 @@ async fn load_offsets(pool: &PgPool, topic: &str) -> Result<HashMap<i32, i64>, s
 }
 
 /// The enabled subscriptions.
-async fn load_interests(conn: &mut PgConnection) -> Result<Vec<Interest>, sqlx::Error> {
-    type Row = (Uuid, Vec<String>, Vec<String>, Vec<String>, Vec<String>, Vec<String>, i32, DateTime<Utc>);
-    let rows: Vec<Row> = sqlx::query_as(
-        "select id, event_types, alerts, articles, categories, warehouses, expiring_within_days, created_at
-         from webhook_subscriptions where enabled",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, event_types, alerts, articles, categories, warehouses, expiring_within_days, created_at)| Interest {
-            id,
-            event_types,
-            alerts,
-            articles,
-            categories,
-            warehouses,
-            expiring_within_days,
-            created_at,
-        })
-        .collect())
+async fn load_interests(conn: &mut PgConnection) -> Result<Vec<Subscription>, sqlx::Error> {
+    subscriptions::list(conn, Some(true)).await
 }
 
 /// Writes a delivery for every (subscription, message) that matches; an
 /// existing one (same subscription and `webhook-id`) is kept as it is.
-async fn insert_deliveries(conn: &mut PgConnection, interests: &[Interest], out: &[Message]) -> Result<u64, sqlx::Error> {
+async fn insert_deliveries(conn: &mut PgConnection, interests: &[Subscription], out: &[Message]) -> Result<u64, sqlx::Error> {
     let (mut subs, mut ids, mut names, mut keys, mut payloads, mut traces) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for m in out {

@@ -11,6 +11,8 @@ use events::{Envelope, Event, QualityStatus};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use crate::subscriptions::Subscription;
+
 /// CloudEvents `source` of the alerts this service derives.
 pub const ALERT_SOURCE: &str = "urn:erp-stock:notifier";
 
@@ -292,20 +294,7 @@ fn warehouses(event: &Event) -> Vec<String> {
     }
 }
 
-/// What a subscription asks for, as the intake matches it.
-#[derive(Debug, Clone)]
-pub struct Interest {
-    pub id: Uuid,
-    pub event_types: Vec<String>,
-    pub alerts: Vec<String>,
-    pub articles: Vec<String>,
-    pub categories: Vec<String>,
-    pub warehouses: Vec<String>,
-    pub expiring_within_days: i32,
-    pub created_at: DateTime<Utc>,
-}
-
-impl Interest {
+impl Subscription {
     /// Whether the subscription receives `m`: it asked for its kind, every
     /// filter that applies to it lets it through (a filter applies to a
     /// message that names an article, a category, warehouses), and it
@@ -410,24 +399,32 @@ mod tests {
         assert_eq!(m.payload["type"], "erp.stock.StockReceived");
         assert_eq!(m.payload["specversion"], "1.0");
         assert_eq!(m.payload["data"]["quantity"], 5);
-        let base = Interest {
+        let base = Subscription {
             id: Uuid::nil(),
+            url: "https://hooks.example.com/".into(),
+            description: String::new(),
             event_types: vec!["*".into()],
             alerts: vec![],
             articles: vec![],
             categories: vec![],
             warehouses: vec![],
             expiring_within_days: 7,
+            owner: "user:a".into(),
+            enabled: true,
+            disabled_reason: None,
+            disabled_at: None,
+            failing_since: None,
             created_at: m.at - chrono::Duration::seconds(1),
+            updated_at: m.at,
         };
         assert!(base.wants(&m));
-        assert!(Interest { event_types: vec!["StockReceived".into()], ..base.clone() }.wants(&m));
-        assert!(!Interest { event_types: vec!["StockIssued".into()], ..base.clone() }.wants(&m));
-        assert!(!Interest { categories: vec!["wood".into()], ..base.clone() }.wants(&m));
-        assert!(Interest { warehouses: vec!["WH-1".into(), "WH-2".into()], ..base.clone() }.wants(&m));
-        assert!(!Interest { warehouses: vec!["WH-2".into()], ..base.clone() }.wants(&m));
-        assert!(!Interest { articles: vec!["A2".into()], ..base.clone() }.wants(&m));
-        assert!(!Interest { created_at: m.at + chrono::Duration::seconds(1), ..base.clone() }.wants(&m), "made after it happened");
-        assert!(!Interest { event_types: vec![], alerts: vec!["charge_blocked".into()], ..base }.wants(&m));
+        assert!(Subscription { event_types: vec!["StockReceived".into()], ..base.clone() }.wants(&m));
+        assert!(!Subscription { event_types: vec!["StockIssued".into()], ..base.clone() }.wants(&m));
+        assert!(!Subscription { categories: vec!["wood".into()], ..base.clone() }.wants(&m));
+        assert!(Subscription { warehouses: vec!["WH-1".into(), "WH-2".into()], ..base.clone() }.wants(&m));
+        assert!(!Subscription { warehouses: vec!["WH-2".into()], ..base.clone() }.wants(&m));
+        assert!(!Subscription { articles: vec!["A2".into()], ..base.clone() }.wants(&m));
+        assert!(!Subscription { created_at: m.at + chrono::Duration::seconds(1), ..base.clone() }.wants(&m), "made after it happened");
+        assert!(!Subscription { event_types: vec![], alerts: vec!["charge_blocked".into()], ..base }.wants(&m));
     }
 }

@@ -163,12 +163,12 @@ pub async fn create(pool: &PgPool, new: &NewSubscription, owner: &str) -> Result
     Ok(Created { subscription, secret })
 }
 
-pub async fn list(pool: &PgPool, enabled: Option<bool>) -> Result<Vec<Subscription>, sqlx::Error> {
+pub async fn list(db: impl sqlx::PgExecutor<'_>, enabled: Option<bool>) -> Result<Vec<Subscription>, sqlx::Error> {
     sqlx::query_as(&format!(
         "select {COLUMNS} from webhook_subscriptions where $1::bool is null or enabled = $1 order by created_at, id"
     ))
     .bind(enabled)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await
 }
 
