@@ -33,11 +33,37 @@ async fn a_projector_whose_redis_is_down_is_live_but_not_ready_and_says_why() ->
 #[tokio::test(flavor = "multi_thread")]
 async fn every_service_stops_cleanly_on_sigterm_once_ready() -> anyhow::Result<()> {
     let env = TestEnv::new(1).await?;
-    for name in ["command-service", "projector", "query-service"] {
+    for name in ["command-service", "projector", "query-service", "worker", "notifier"] {
         let service = Service::start(name, &env, &[]).await?;
         service.stop().await?;
     }
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_notifier_cut_off_from_postgres_is_not_ready_and_says_why_until_it_is_back() -> anyhow::Result<()> {
+    let env = TestEnv::new(1).await?;
+    let address = env.database.url.split_once("://").map(|(_, r)| r).unwrap_or_default();
+    let address = address.split('/').next().unwrap_or_default();
+    let proxy = testkit::proxy::TcpProxy::start(address.rsplit_once('@').map_or(address, |(_, a)| a)).await?;
+    let notifier = Service::start("notifier", &env, &[("APP_DATABASE__URL", proxy.url_for(&env.database.url))]).await?;
+    let (status, body) = get(&notifier.base_url, "/health/ready").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((body["dependencies"]["intake"].as_str(), body["dependencies"]["delivery"].as_str()), (Some("up"), Some("up")));
+
+    proxy.down();
+    let body = eventually(Duration::from_secs(30), "not ready", || async {
+        let (status, body) = get(&notifier.base_url, "/health/ready").await?;
+        (status == 503).then_some(body)
+    })
+    .await?;
+    assert_eq!(body["dependencies"]["postgres"], "unreachable", "{body}");
+    proxy.up();
+    eventually(Duration::from_secs(30), "ready again", || async {
+        (get(&notifier.base_url, "/health/ready").await?.0 == 200).then_some(())
+    })
+    .await?;
+    notifier.stop().await
 }
 
 /// `GET path` on `base` as JSON, with its status.
