@@ -6,6 +6,7 @@
 #   scripts/bench.sh imports [--lines N] [--articles N] [--clients N] [--seconds N] [--rounds N] [--report]
 #   scripts/bench.sh projector [--events N] [--articles N] [--batch-size N] [--skew S]
 #   scripts/bench.sh queries [--events N] [--hot N] [--seconds N] [--connections N]
+#   scripts/bench.sh webhooks [--events N] [--articles N] [--concurrency N] [--seconds N]
 #   scripts/bench.sh <benchmark> --help
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -19,5 +20,5 @@ command -v curl >/dev/null || apt_install curl ca-certificates
 trap 'stop_bg tansu-test' EXIT
 export_test_env
 log "building (release)"
-cargo build --release --locked -p bench -p command-service -p projector -p query-service -p worker
+cargo build --release --locked -p bench -p command-service -p projector -p query-service -p worker -p notifier
 exec "$REPO_ROOT/target/release/bench" "$@"

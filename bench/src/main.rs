@@ -16,6 +16,9 @@
 //! `scripts/bench.sh queries` — query-service requests per second and
 //! latency from memory, Redis and PostgreSQL against a bare axum handler
 //! returning the same bytes, and against a SUM over the movements per request.
+//!
+//! `scripts/bench.sh webhooks` — the notifier's intake and delivery rates
+//! over a preloaded topic against bare HTTP POSTs to the same receiver.
 
 use std::time::{Duration, Instant};
 
@@ -27,6 +30,7 @@ mod imports;
 mod projector;
 mod queries;
 mod stats;
+mod webhooks;
 mod wrk;
 
 /// mimalloc: far less time in the allocator than glibc's malloc under this
@@ -140,6 +144,21 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Notifier intake and delivery rates vs. bare HTTP POSTs to the same receiver.
+    Webhooks {
+        /// Events preloaded into the topic (each one delivery).
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+        /// Articles they are spread over (deliveries of one article go one at a time).
+        #[arg(long, default_value_t = 1000)]
+        articles: usize,
+        /// Deliveries in flight at once (`APP_WEBHOOKS__CONCURRENCY`) and the baseline's clients.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Seconds of the baseline.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// (Used by `queries`.) Serves the bytes of FILE for every stock request.
     #[command(hide = true)]
     ServeBare { port: u16, file: std::path::PathBuf },
@@ -164,6 +183,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Bench::Queries { events, articles, hot, seconds, connections, rounds } => {
             queries::run(queries::Plan { events, articles, hot, seconds, connections, rounds: rounds.max(1) }).await
+        }
+        Bench::Webhooks { events, articles, concurrency, seconds } => {
+            webhooks::run(webhooks::Plan { events, articles, concurrency, seconds }).await
         }
         Bench::ServeBare { port, file } => queries::serve_bare(port, std::fs::read(file)?).await,
         Bench::ServeSum { port, database_url } => queries::serve_sum(port, database_url).await,

@@ -158,7 +158,7 @@ pub(crate) fn history(articles: usize, per_article: usize, skew: f64) -> Vec<Env
 }
 
 /// Produces every envelope, keyed by article, and waits for all acknowledgements.
-async fn preload(env: &TestEnv, envelopes: &[Envelope]) -> anyhow::Result<()> {
+pub(crate) async fn preload(env: &TestEnv, envelopes: &[Envelope]) -> anyhow::Result<()> {
     let producer: FutureProducer = env
         .kafka
         .client_config()
