@@ -6,7 +6,7 @@
 #   scripts/bench.sh imports [--lines N] [--articles N] [--clients N] [--seconds N] [--rounds N] [--report]
 #   scripts/bench.sh projector [--events N] [--articles N] [--batch-size N] [--skew S]
 #   scripts/bench.sh queries [--events N] [--hot N] [--seconds N] [--connections N]
-#   scripts/bench.sh webhooks [--events N] [--articles N] [--concurrency N] [--seconds N]
+#   scripts/bench.sh webhooks [--events N] [--articles N] [--concurrency N] [--seconds N] [--skew S]
 #   scripts/bench.sh <benchmark> --help
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

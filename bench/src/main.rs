@@ -158,6 +158,11 @@ enum Bench {
         /// Seconds of the baseline.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Zipf exponent of how events spread over articles: 1.0 the usual
+        /// 80/20 (a few busy articles, each delivered in order, one at a
+        /// time), 0 every article equally busy.
+        #[arg(long, default_value_t = 1.0)]
+        skew: f64,
     },
     /// (Used by `queries`.) Serves the bytes of FILE for every stock request.
     #[command(hide = true)]
@@ -184,8 +189,8 @@ async fn main() -> anyhow::Result<()> {
         Bench::Queries { events, articles, hot, seconds, connections, rounds } => {
             queries::run(queries::Plan { events, articles, hot, seconds, connections, rounds: rounds.max(1) }).await
         }
-        Bench::Webhooks { events, articles, concurrency, seconds } => {
-            webhooks::run(webhooks::Plan { events, articles, concurrency, seconds }).await
+        Bench::Webhooks { events, articles, concurrency, seconds, skew } => {
+            webhooks::run(webhooks::Plan { events, articles, concurrency, seconds, skew }).await
         }
         Bench::ServeBare { port, file } => queries::serve_bare(port, std::fs::read(file)?).await,
         Bench::ServeSum { port, database_url } => queries::serve_sum(port, database_url).await,

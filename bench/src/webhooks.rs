@@ -17,6 +17,7 @@ pub(crate) struct Plan {
     pub articles: usize,
     pub concurrency: usize,
     pub seconds: u64,
+    pub skew: f64,
 }
 
 pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
@@ -69,7 +70,7 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
         expiring_within_days: None,
     };
     notifier::subscriptions::create(&pool, &new, "bench").await?;
-    let history = crate::projector::history(plan.articles, (plan.events / plan.articles).max(1), 1.0);
+    let history = crate::projector::history(plan.articles, (plan.events / plan.articles).max(1), plan.skew);
     let total = history.len() as u64;
     crate::projector::preload(&env, &history).await?;
 
@@ -111,7 +112,10 @@ pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
     child.kill().await?;
 
     let rate = |d: Duration| total as f64 / d.as_secs_f64();
-    println!("webhooks: {total} events over {} articles, {} deliveries in flight at most", plan.articles, plan.concurrency);
+    println!(
+        "webhooks: {total} events over {} articles (skew {}), {} deliveries in flight at most",
+        plan.articles, plan.skew, plan.concurrency
+    );
     println!("  baseline  bare POSTs to the same receiver         {baseline:>9.0} /s");
     println!("  intake    deliveries written (from the topic)      {:>9.0} /s  ({:.1} s)", rate(written_at), written_at.as_secs_f64());
     println!(
