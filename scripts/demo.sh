@@ -121,6 +121,9 @@ Try:
        -d '{"report":"stock","format":"xlsx"}'
   curl -s '$COMMAND_URL/jobs?limit=5' -H "Authorization: Bearer \$KEY"     # then GET /jobs/{id}, /jobs/{id}/result
 
+  # webhooks (docs/webhooks.md): the subscriptions; POST /webhooks subscribes a public https endpoint
+  curl -s $COMMAND_URL/webhooks -H "Authorization: Bearer \$KEY"
+
   # who did what (docs/security.md)
   curl -s '$QUERY_URL/audit?limit=5' -H "Authorization: Bearer \$KEY"
 
