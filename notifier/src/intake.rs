@@ -84,7 +84,8 @@ impl Intake {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .create()?;
-        let partitions = list_partitions(&consumer, &topic).await?;
+        let partitions = platform::kafka::partitions(&consumer, &topic, Duration::from_secs(10))?;
+        anyhow::ensure!(!partitions.is_empty(), "{topic} has no partitions yet");
         let stored = load_offsets(&self.pool, &topic).await?;
         let mut tpl = TopicPartitionList::new();
         for p in &partitions {
@@ -161,13 +162,13 @@ impl Intake {
                 }
             }
         }
-        let articles: Vec<String> = envelopes.iter().map(article_of).collect::<HashSet<_>>().into_iter().collect();
+        let articles: Vec<String> = envelopes.iter().map(|e| e.event.article().to_string()).collect::<HashSet<_>>().into_iter().collect();
         let mut levels = load_levels(&mut tx, &articles).await?;
         let mut charges = load_charges(&mut tx, &articles).await?;
         let mut touched_charges: HashSet<(String, String)> = HashSet::new();
         let mut out: Vec<Message> = Vec::new();
         for envelope in &envelopes {
-            let article = article_of(envelope);
+            let article = envelope.event.article().to_string();
             let level = levels.entry(article.clone()).or_default();
             let (messages, change) = messages::fold(envelope, level);
             out.extend(messages);
@@ -177,7 +178,7 @@ impl Intake {
                 touched_charges.insert(key);
             }
         }
-        let interests = load_interests(&mut tx).await?;
+        let interests = subscriptions::list(&mut *tx, Some(true)).await?;
         let written = insert_deliveries(&mut tx, &interests, &out).await?;
         store_levels(&mut tx, &levels).await?;
         let touched: Vec<(&(String, String), &ChargeLevel)> = touched_charges.iter().map(|k| (k, &charges[k])).collect();
@@ -203,7 +204,7 @@ impl Intake {
     async fn take_inbox(&self) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
         type Row = (i64, Uuid, String, String, serde_json::Value, DateTime<Utc>, Option<String>);
-        let rows: Vec<Row> = sqlx::query_as(
+        let mut rows: Vec<Row> = sqlx::query_as(
             "delete from notify_inbox where id in (select id from notify_inbox order by id limit 500 for update skip locked)
              returning id, message_id, event_type, subject, data, occurred_at, traceparent",
         )
@@ -212,11 +213,10 @@ impl Intake {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut rows = rows;
         rows.sort_by_key(|r| r.0);
         let out: Vec<Message> =
             rows.into_iter().map(|(_, id, name, subject, data, at, tp)| messages::job(id, &name, &subject, data, at, tp)).collect();
-        let interests = load_interests(&mut tx).await?;
+        let interests = subscriptions::list(&mut *tx, Some(true)).await?;
         let written = insert_deliveries(&mut tx, &interests, &out).await?;
         tx.commit().await?;
         metrics::DELIVERIES_WRITTEN.inc_by(written);
@@ -237,7 +237,7 @@ impl Intake {
             return Ok(());
         }
         let interests: Vec<Subscription> =
-            load_interests(&mut tx).await?.into_iter().filter(|i| i.alerts.iter().any(|a| a == "charge_expiring")).collect();
+            subscriptions::list(&mut *tx, Some(true)).await?.into_iter().filter(|i| i.alerts.iter().any(|a| a == "charge_expiring")).collect();
         let Some(days) = interests.iter().map(|i| i.expiring_within_days).max() else {
             tx.commit().await?;
             return Ok(());
@@ -260,10 +260,7 @@ impl Intake {
                 .filter(|r| r.3 <= horizon)
                 .map(|(article, category, charge, expiry, on_hand)| messages::expiring(article, category, charge, *expiry, *on_hand, period, now))
                 .collect();
-            // The check is "now": a subscription made a moment ago receives it.
-            let mut now_interest = interest.clone();
-            now_interest.created_at = DateTime::<Utc>::MIN_UTC;
-            written += insert_deliveries(&mut tx, std::slice::from_ref(&now_interest), &out).await?;
+            written += insert_deliveries(&mut tx, std::slice::from_ref(interest), &out).await?;
         }
         tx.commit().await?;
         metrics::DELIVERIES_WRITTEN.inc_by(written);
@@ -280,31 +277,9 @@ fn record(m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
     }
 }
 
-fn article_of(e: &events::Envelope) -> String {
-    let stream = e.stream_id.to_string();
-    stream.strip_prefix("article:").unwrap_or(&stream).to_owned()
-}
-
-async fn list_partitions(consumer: &StreamConsumer, topic: &str) -> anyhow::Result<Vec<i32>> {
-    let metadata = tokio::task::block_in_place(|| consumer.fetch_metadata(Some(topic), Duration::from_secs(10)))?;
-    let topic_meta = metadata.topics().first().ok_or_else(|| anyhow::anyhow!("no metadata for {topic}"))?;
-    if let Some(e) = topic_meta.error() {
-        anyhow::bail!("metadata of {topic}: {e:?}");
-    }
-    let mut partitions: Vec<i32> = topic_meta.partitions().iter().map(|p| p.id()).collect();
-    anyhow::ensure!(!partitions.is_empty(), "{topic} has no partitions yet");
-    partitions.sort_unstable();
-    Ok(partitions)
-}
-
 async fn load_offsets(pool: &PgPool, topic: &str) -> Result<HashMap<i32, i64>, sqlx::Error> {
     let rows: Vec<(i32, i64)> = sqlx::query_as("select partition, next_offset from notify_offsets where topic = $1").bind(topic).fetch_all(pool).await?;
     Ok(rows.into_iter().collect())
-}
-
-/// The enabled subscriptions.
-async fn load_interests(conn: &mut PgConnection) -> Result<Vec<Subscription>, sqlx::Error> {
-    subscriptions::list(conn, Some(true)).await
 }
 
 /// Writes a delivery for every (subscription, message) that matches; an

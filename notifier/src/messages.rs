@@ -101,8 +101,7 @@ impl ChargeLevel {
 /// gives (the event, and any alert it raised) and what it does to a charge.
 pub fn fold(envelope: &Envelope, level: &mut Level) -> (Vec<Message>, Option<(String, ChargeChange)>) {
     let event = &envelope.event;
-    let article = envelope.stream_id.to_string();
-    let article = article.strip_prefix("article:").unwrap_or(&article).to_owned();
+    let article = event.article().to_string();
     let mut charge = None;
     match event {
         Event::ArticleRegistered(e) => {
@@ -136,11 +135,7 @@ pub fn fold(envelope: &Envelope, level: &mut Level) -> (Vec<Message>, Option<(St
     }
     let mut out = vec![event_message(envelope, &article, level)];
     let cause = envelope.event_id;
-    let alert = |name: &str, level: &Level, data: Value| {
-        let mut m = alert_message(name, &article, level, envelope.recorded_at, cause, data);
-        m.traceparent = envelope.traceparent.clone();
-        m
-    };
+    let alert = |name: &str, level: &Level, data: Value| alert_message(name, &article, level, envelope, data);
     let low = level.is_low();
     // A consumed reservation is always followed by the issue of the same
     // quantity: judged after both, or available stock would seem to rise
@@ -211,20 +206,14 @@ fn event_message(envelope: &Envelope, article: &str, level: &Level) -> Message {
     }
 }
 
-/// An alert about an article (or one of its charges).
-fn alert_message(name: &str, article: &str, level: &Level, at: DateTime<Utc>, cause: Uuid, data: Value) -> Message {
-    let id = alert_id(&format!("{name}:{cause}"));
+/// An alert about an article (or one of its charges), raised by the event `cause`.
+fn alert_message(name: &str, article: &str, level: &Level, cause: &Envelope, data: Value) -> Message {
+    let id = alert_id(&format!("{name}:{}", cause.event_id));
     Message {
-        id,
-        name: name.to_owned(),
-        is_alert: true,
         article: Some(article.to_owned()),
         category: (!level.category.is_empty()).then(|| level.category.clone()),
-        warehouses: Vec::new(),
-        ordering_key: article.to_owned(),
-        at,
-        payload: alert_document(id, name, &format!("article:{article}"), at, data),
-        traceparent: None,
+        traceparent: cause.traceparent.clone(),
+        ..alert(id, name, &format!("article:{article}"), article, cause.recorded_at, data)
     }
 }
 
@@ -234,21 +223,19 @@ pub fn expiring(article: &str, category: &str, charge: &str, expiry: NaiveDate, 
     let days = (expiry - now.date_naive()).num_days();
     let data = json!({"article": article, "category": category, "charge": charge, "expiry_date": expiry, "days_left": days, "on_hand": on_hand});
     Message {
-        id,
-        name: "charge_expiring".into(),
-        is_alert: true,
         article: Some(article.to_owned()),
         category: Some(category.to_owned()),
-        warehouses: Vec::new(),
-        ordering_key: article.to_owned(),
-        at: now,
-        payload: alert_document(id, "charge_expiring", &format!("article:{article}"), now, data),
-        traceparent: None,
+        ..alert(id, "charge_expiring", &format!("article:{article}"), article, now, data)
     }
 }
 
 /// A job that finished or went dead (from the jobs' notification inbox).
 pub fn job(id: Uuid, name: &str, subject: &str, data: Value, at: DateTime<Utc>, traceparent: Option<String>) -> Message {
+    Message { traceparent, ..alert(id, name, subject, subject, at, data) }
+}
+
+/// An alert that names no article, category or warehouse (callers add what applies).
+fn alert(id: Uuid, name: &str, subject: &str, ordering_key: &str, at: DateTime<Utc>, data: Value) -> Message {
     Message {
         id,
         name: name.to_owned(),
@@ -256,10 +243,10 @@ pub fn job(id: Uuid, name: &str, subject: &str, data: Value, at: DateTime<Utc>, 
         article: None,
         category: None,
         warehouses: Vec::new(),
-        ordering_key: subject.to_owned(),
+        ordering_key: ordering_key.to_owned(),
         at,
         payload: alert_document(id, name, subject, at, data),
-        traceparent,
+        traceparent: None,
     }
 }
 

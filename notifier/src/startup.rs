@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -52,7 +51,7 @@ impl Application {
                     ("kafka", kafka.probe().await),
                 ];
                 for (name, alive, every) in loops {
-                    probes.push((name, stuck(&alive, every)));
+                    probes.push((name, health::went_round(&alive, (every * 3).max(30_000) as i64)));
                 }
                 probes
             }
@@ -82,12 +81,6 @@ impl Application {
         sampler.await?;
         Ok(())
     }
-}
-
-fn stuck(alive: &AtomicI64, every_ms: u64) -> Result<(), String> {
-    let since = chrono::Utc::now().timestamp_millis() - alive.load(Ordering::Acquire);
-    let bound = (every_ms * 3).max(30_000) as i64;
-    if since <= bound { Ok(()) } else { Err(format!("the loop last ran {since} ms ago")) }
 }
 
 /// Samples the delivery gauges every few seconds.

@@ -20,6 +20,13 @@ type ProbeFuture = Pin<Box<dyn Future<Output = Vec<(&'static str, Probe)>> + Sen
 /// Probes every dependency of a service, named.
 pub type ReadinessCheck = Arc<dyn Fn() -> ProbeFuture + Send + Sync>;
 
+/// A loop's heartbeat for readiness: the loop stores when it last went
+/// round (milliseconds since the epoch); up while that is at most `bound_ms` ago.
+pub fn went_round(alive: &std::sync::atomic::AtomicI64, bound_ms: i64) -> Probe {
+    let since = chrono::Utc::now().timestamp_millis() - alive.load(std::sync::atomic::Ordering::Acquire);
+    if since <= bound_ms { Ok(()) } else { Err(format!("the loop last ran {since} ms ago")) }
+}
+
 /// Builds a [`ReadinessCheck`] from an async closure.
 pub fn readiness<F, Fut>(f: F) -> ReadinessCheck
 where

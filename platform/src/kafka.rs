@@ -163,6 +163,23 @@ pub async fn retention_refusal(settings: &KafkaSettings) -> anyhow::Result<Optio
     }))
 }
 
+/// The partitions of `topic`, ascending, from the broker's metadata (asked
+/// for on a blocking thread: librdkafka's call blocks).
+pub fn partitions<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    topic: &str,
+    timeout: Duration,
+) -> anyhow::Result<Vec<i32>> {
+    let metadata = tokio::task::block_in_place(|| consumer.fetch_metadata(Some(topic), timeout))?;
+    let found = metadata.topics().first().ok_or_else(|| anyhow::anyhow!("no metadata for {topic}"))?;
+    if let Some(e) = found.error() {
+        anyhow::bail!("metadata of {}: {e:?}", found.name());
+    }
+    let mut partitions: Vec<i32> = found.partitions().iter().map(|p| p.id()).collect();
+    partitions.sort_unstable();
+    Ok(partitions)
+}
+
 /// A record's headers whose values are UTF-8, as (name, value) pairs.
 pub fn string_headers(message: &impl rdkafka::Message) -> Vec<(String, String)> {
     use rdkafka::message::Headers;

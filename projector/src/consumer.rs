@@ -215,7 +215,7 @@ impl Projector {
     /// one joins again.
     async fn ownership_round(&self, partitions: &mut Partitions, sql: &Statements, early: &mut Vec<Incoming>) {
         if partitions.all.is_empty() || partitions.listed_at.is_none_or(|at| at.elapsed() >= PARTITIONS_EVERY) {
-            match list_partitions(&partitions.consumer, &partitions.topic) {
+            match platform::kafka::partitions(&partitions.consumer, &partitions.topic, Duration::from_secs(5)) {
                 Ok(all) => partitions.all = all,
                 Err(e) => tracing::warn!(error = %e, "cannot list the topic's partitions"),
             }
@@ -378,18 +378,6 @@ enum Seek {
     Assign,
     /// Move partitions already assigned.
     Existing,
-}
-
-/// The partitions of `topic`, from the broker's metadata.
-fn list_partitions(consumer: &StreamConsumer<Stats>, topic: &str) -> anyhow::Result<Vec<i32>> {
-    let metadata = tokio::task::block_in_place(|| consumer.fetch_metadata(Some(topic), Duration::from_secs(5)))?;
-    let topic = metadata.topics().first().ok_or_else(|| anyhow::anyhow!("no metadata for {topic}"))?;
-    if let Some(e) = topic.error() {
-        anyhow::bail!("metadata of {}: {e:?}", topic.name());
-    }
-    let mut partitions: Vec<i32> = topic.partitions().iter().map(|p| p.id()).collect();
-    partitions.sort_unstable();
-    Ok(partitions)
 }
 
 /// Removes `partitions` from the consumer's assignment.

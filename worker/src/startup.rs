@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Router;
 use platform::health;
@@ -38,9 +37,7 @@ impl Application {
             let alive = alive.clone();
             async move {
                 let db = if platform::db::ping(&pool).await { Ok(()) } else { Err("unreachable".into()) };
-                let since = chrono::Utc::now().timestamp_millis() - alive.load(Ordering::Acquire);
-                let claiming = if since <= stuck_after { Ok(()) } else { Err(format!("the claim loop last ran {since} ms ago")) };
-                vec![("postgres", db), ("claim_loop", claiming)]
+                vec![("postgres", db), ("claim_loop", health::went_round(&alive, stuck_after))]
             }
         });
         let metrics_pool = pool.clone();
