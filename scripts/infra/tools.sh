@@ -31,3 +31,13 @@ ensure_python_client() {
   "$venv/bin/python" -m pip install -q confluent-kafka standardwebhooks "schemathesis==$SCHEMATHESIS_VERSION" >&2 \
     || die "installing the Python test tools failed"
 }
+
+# matplotlib, for the load tests' plots (loadtest/report.py), into the same
+# venv; only scripts/loadtest.sh asks for it.
+ensure_python_plots() {
+  local venv="$CACHE_DIR/python"
+  [ -x "$venv/bin/python" ] || ensure_python_client
+  "$venv/bin/python" -c 'import matplotlib' 2>/dev/null && return
+  log "installing matplotlib into $venv"
+  "$venv/bin/python" -m pip install -q matplotlib >&2 || die "installing matplotlib failed"
+}
