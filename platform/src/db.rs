@@ -41,8 +41,14 @@ impl Default for DatabaseSettings {
 }
 
 impl DatabaseSettings {
+    /// The URL's options, with PostgreSQL's JIT compiler off for every
+    /// session: the services run short statements whose planner estimates
+    /// can cross `jit_above_cost` (the stock-as-of statement does, with a
+    /// set-returning function estimated at 100 rows), and compiling one then
+    /// costs 20 to 50 ms of CPU for a statement that runs in under one
+    /// (found by the load test, docs/benchmarks.md#whole-system).
     pub fn connect_options(&self) -> Result<PgConnectOptions, sqlx::Error> {
-        self.url.parse()
+        Ok(self.url.parse::<PgConnectOptions>()?.options([("jit", "off")]))
     }
 }
 
