@@ -194,11 +194,15 @@ impl World {
         self.zipf.sample(dice)
     }
 
-    async fn read(&self, dice: &mut Dice) -> (Op, Status) {
+    /// An article (Zipf) and one of its charges (uniformly).
+    fn charge(&self, dice: &mut Dice) -> (String, &'static str) {
         let i = self.article(dice);
-        let article = self.catalogue.article(i);
         let charges = self.catalogue.charges_of(i);
-        let charge = charges[dice.below(charges.len() as u64) as usize];
+        (self.catalogue.article(i), charges[dice.below(charges.len() as u64) as usize])
+    }
+
+    async fn read(&self, dice: &mut Dice) -> (Op, Status) {
+        let (article, charge) = self.charge(dice);
         let category = self.catalogue.categories()[dice.below(self.catalogue.categories().len() as u64) as usize];
         let (op, path) = match dice.weighted(&[55, 10, 10, 10, 10, 5]) {
             0 => (Op::Stock, format!("/articles/{article}/stock")),
@@ -235,10 +239,7 @@ impl World {
     }
 
     async fn write(&self, dice: &mut Dice) -> (Op, Status) {
-        let i = self.article(dice);
-        let article = self.catalogue.article(i);
-        let charges = self.catalogue.charges_of(i);
-        let charge = charges[dice.below(charges.len() as u64) as usize];
+        let (article, charge) = self.charge(dice);
         let warehouse = WAREHOUSES[dice.below(3) as usize];
         let quantity = 1 + dice.below(12);
         let key = Self::key(dice, &self.keys.writers).to_owned();
@@ -278,10 +279,7 @@ impl World {
     }
 
     async fn read_your_write(&self, dice: &mut Dice) -> (Op, Status) {
-        let i = self.article(dice);
-        let article = self.catalogue.article(i);
-        let charges = self.catalogue.charges_of(i);
-        let charge = charges[dice.below(charges.len() as u64) as usize];
+        let (article, charge) = self.charge(dice);
         let warehouse = WAREHOUSES[dice.below(3) as usize];
         let path = if dice.below(2) == 0 { "/stock/receipts" } else { "/stock/issues" };
         let body = json!({ "article": article, "charge": charge, "warehouse": warehouse, "quantity": 1 + dice.below(5) });
